@@ -1,0 +1,1 @@
+"""The engine: models, loaders, memory, scheduling, the runner and the offline API."""
