@@ -1,0 +1,203 @@
+"""The registry's selection rules, overrides, tuning and persistence, on fake backends whose kernels
+are plain torch functions with known behaviour (fast, slow, wrong, mutating)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+import types
+
+import pytest
+import torch
+
+import tokenyard.kernel_api as ops
+from tokenyard.registry import Registry, hookimpl, use_kernel
+from tokenyard.registry.tuning import decisions_path
+
+
+def _silu_mul(x):
+    gate, up = x.chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate.float()).to(x.dtype) * up
+
+
+def _slow(fn, seconds=0.003):
+    def wrapped(**kw):
+        time.sleep(seconds)
+        return fn(**kw)
+    return wrapped
+
+
+def plugin(*registrations):
+    """A backend object whose hook registers the given (op, fn, kwargs) triples."""
+    class Backend:
+        @hookimpl
+        def tokenyard_register_kernels(self, registry):
+            for op, fn, kwargs in registrations:
+                registry.register(op, fn, **kwargs)
+    return Backend()
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOKENYARD_KERNEL_POLICY", raising=False)
+    monkeypatch.delenv("TOKENYARD_KERNEL_SILU_AND_MUL", raising=False)
+    reg = Registry(load_entry_points=False, cache_path=str(tmp_path / "decisions.json"))
+    reg.add_backend("reference", plugin(("silu_and_mul", _slow(lambda x: _silu_mul(x)), dict(name="torch"))))
+    return reg
+
+
+def x_args(T=8, I=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(x=torch.randn(T, 2 * I, generator=g))
+
+
+def test_priority_policy_picks_highest_eligible(registry, monkeypatch):
+    monkeypatch.setenv("TOKENYARD_KERNEL_POLICY", "priority")
+    registry.add_backend("vendor", plugin(
+        ("silu_and_mul", _silu_mul, dict(name="fast", priority=10)),
+        ("silu_and_mul", _silu_mul, dict(name="gpu_only", priority=20, devices=("cuda",))),
+    ))
+    sel = registry.select("silu_and_mul", x_args())
+    assert sel.chosen.key == "vendor:fast"
+    reasons = {c.record.key: c.reason for c in sel.candidates}
+    assert reasons["vendor:gpu_only"] == "runs on cuda, not cpu"
+
+
+def test_supports_reason_excludes_kernel_and_is_reported(registry, monkeypatch):
+    monkeypatch.setenv("TOKENYARD_KERNEL_POLICY", "priority")
+    registry.add_backend("vendor", plugin(
+        ("silu_and_mul", _silu_mul, dict(name="small_only", priority=10,
+                                         supports=lambda x: None if x.shape[0] <= 4 else f"T={x.shape[0]} > 4")),
+    ))
+    assert registry.select("silu_and_mul", x_args(T=4)).chosen.key == "vendor:small_only"
+    sel = registry.select("silu_and_mul", x_args(T=64))
+    assert sel.chosen.key == "reference:torch"
+    assert {c.record.key: c.reason for c in sel.candidates}["vendor:small_only"] == "T=64 > 4"
+
+
+def test_capability_bounds_exclude_on_cpu_devices_only_by_device(registry):
+    rec = registry.kernels("silu_and_mul")[0]
+    assert rec.ineligibility(torch.device("cpu"), x_args()) is None
+
+
+def test_choice_is_cached_per_shape_bucket(registry, monkeypatch):
+    monkeypatch.setenv("TOKENYARD_KERNEL_POLICY", "priority")
+    calls = []
+
+    def counting_supports(x):
+        calls.append(x.shape[0])
+        return None
+
+    registry.add_backend("vendor", plugin(("silu_and_mul", _silu_mul, dict(name="k", priority=5, supports=counting_supports))))
+    for T in (5, 6, 7, 8):  # one bucket (8)
+        registry.select("silu_and_mul", x_args(T=T))
+    registry.select("silu_and_mul", x_args(T=9))  # next bucket (16)
+    assert calls == [5, 9]
+
+
+def test_overrides_argument_then_context_then_environment(registry, monkeypatch):
+    monkeypatch.setenv("TOKENYARD_KERNEL_POLICY", "priority")
+    registry.add_backend("vendor", plugin(("silu_and_mul", _silu_mul, dict(name="fast", priority=10))))
+    args = x_args()
+    monkeypatch.setenv("TOKENYARD_KERNEL_SILU_AND_MUL", "reference:torch")
+    assert registry.select("silu_and_mul", args).how == "override:environment"
+    assert registry.select("silu_and_mul", args).chosen.key == "reference:torch"
+    with use_kernel(silu_and_mul="vendor:fast"):
+        sel = registry.select("silu_and_mul", args)
+        assert (sel.chosen.key, sel.how) == ("vendor:fast", "override:context")
+        sel = registry.select("silu_and_mul", args, kernel="reference")
+        assert (sel.chosen.key, sel.how) == ("reference:torch", "override:argument")
+
+
+def test_override_naming_unknown_or_ineligible_kernel_is_a_clear_error(registry):
+    registry.add_backend("vendor", plugin(("silu_and_mul", _silu_mul, dict(name="gpu", devices=("cuda",)))))
+    with pytest.raises(ValueError, match="'nope:k'.*registered: reference:torch, vendor:gpu"):
+        registry.select("silu_and_mul", x_args(), kernel="nope:k")
+    with pytest.raises(ValueError, match="vendor:gpu.*cannot run here: runs on cuda, not cpu"):
+        registry.select("silu_and_mul", x_args(), kernel="vendor:gpu")
+
+
+def test_fastest_picks_the_faster_correct_kernel_and_persists_it(registry, tmp_path):
+    registry.add_backend("vendor", plugin(("silu_and_mul", _silu_mul, dict(name="fast", priority=-1))))
+    sel = registry.select("silu_and_mul", x_args())
+    assert (sel.chosen.key, sel.how) == ("vendor:fast", "fastest")
+    times = {c.record.key: c.time_ms for c in sel.candidates}
+    assert times["vendor:fast"] < times["reference:torch"]
+    saved = json.load(open(decisions_path(registry)))
+    assert saved[sel.key]["chosen"] == "vendor:fast"
+    # a new process (registry) with the same cache reuses the decision without timing anything
+    again = Registry(load_entry_points=False, cache_path=registry._cache_path)
+    again.add_backend("reference", plugin(("silu_and_mul", _slow(_silu_mul), dict(name="torch"))))
+    again.add_backend("vendor", plugin(("silu_and_mul", _silu_mul, dict(name="fast", priority=-1))))
+    sel2 = again.select("silu_and_mul", x_args())
+    assert (sel2.chosen.key, sel2.how) == ("vendor:fast", "persisted")
+
+
+def test_fastest_excludes_a_wrong_kernel_with_the_reason(registry):
+    wrong = lambda x: x.chunk(2, dim=-1)[0] * x.chunk(2, dim=-1)[1]  # noqa: E731  (forgot the silu)
+    registry.add_backend("vendor", plugin(("silu_and_mul", wrong, dict(name="wrong", priority=10))))
+    sel = registry.select("silu_and_mul", x_args())
+    assert sel.chosen.key == "reference:torch"
+    failure = {c.record.key: c.check_failure for c in sel.candidates}["vendor:wrong"]
+    assert "relative L2 error" in failure and "exceeds tolerance" in failure
+
+
+def test_fastest_trials_leave_mutated_inputs_untouched(tmp_path):
+    """Kernels that write in place (kv_cache_write) are tuned on clones of what they mutate."""
+    from tokenyard.backends.reference.attention import kv_cache_write as ref_write
+
+    reg = Registry(load_entry_points=False, cache_path=str(tmp_path / "d.json"))
+    reg.add_backend("reference", plugin(("kv_cache_write", _slow(ref_write), dict(name="torch"))))
+    reg.add_backend("vendor", plugin(("kv_cache_write", ref_write, dict(name="copy"))))
+    spec = reg.ops["kv_cache_write"]
+    args = spec.example(torch.device("cpu"), torch.float32, **spec.shapes["small"])
+    before = args["k_cache"].clone(), args["v_cache"].clone()
+    sel = reg.select("kv_cache_write", args)
+    assert all(c.time_ms is not None for c in sel.candidates)
+    assert torch.equal(args["k_cache"], before[0]) and torch.equal(args["v_cache"], before[1])
+
+
+def test_a_backend_that_fails_to_import_is_reported_not_fatal(monkeypatch, tmp_path):
+    eps = [
+        importlib.metadata.EntryPoint("reference", "tokenyard.backends.reference", "tokenyard.backends"),
+        importlib.metadata.EntryPoint("broken", "tokenyard_no_such_module_xyz", "tokenyard.backends"),
+    ]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [e for e in eps if e.group == group])
+    reg = Registry(cache_path=str(tmp_path / "d.json"))
+    reg.ensure_loaded()
+    assert "reference" in reg.backends
+    assert reg.failed_backends["broken"].startswith("import failed: ModuleNotFoundError")
+    assert reg.select("rms_norm", dict(x=torch.randn(2, 8), w=torch.randn(8), eps=1e-6, residual=None,
+                                       weight_offset=0.0)).chosen.key == "reference:torch"
+
+
+def test_a_backend_whose_hook_raises_is_reported_and_leaves_no_kernels(registry):
+    def bad_fn(x):
+        return x
+
+    class Broken:
+        @hookimpl
+        def tokenyard_register_kernels(self, registry):
+            registry.register("silu_and_mul", bad_fn, name="half")
+            raise RuntimeError("driver too old")
+
+    registry.add_backend("broken", Broken())
+    assert "driver too old" in registry.failed_backends["broken"]
+    assert [r.key for r in registry.kernels("silu_and_mul")] == ["reference:torch"]
+
+
+def test_registering_the_same_kernel_twice_is_an_error(registry):
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add_backend("reference", plugin(("silu_and_mul", _silu_mul, dict(name="torch"))))
+
+
+def test_unknown_op_is_a_clear_error(registry):
+    with pytest.raises(ValueError, match="'no_such_op' is not part of the op contract"):
+        registry.select("no_such_op", {})
+
+
+def test_kernel_api_dispatches_through_the_process_registry():
+    x = torch.randn(4, 16)
+    y = ops.silu_and_mul(x, kernel="reference")
+    torch.testing.assert_close(y, torch.nn.functional.silu(x[:, :8]) * x[:, 8:])
