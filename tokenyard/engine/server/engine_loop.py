@@ -1,0 +1,197 @@
+"""The one engine loop that feeds every connection.
+
+`EngineLoop` owns an `LLMEngine` and a thread that is the only code ever calling it: requests are
+added and aborted through a command queue, the thread runs `step()` while anything is unfinished
+and sleeps on the queue otherwise, and each step's outputs are handed to the asyncio side, one
+queue per request. Adding returns only after the engine accepted the request, so a ValueError from
+`add_request` reaches the HTTP handler (and becomes a 400) with nothing changed.
+
+Liveness: if `step()` raises, the loop stops, fails every open request with finish_reason "error"
+and `alive` turns False; /health then answers 503. Nothing else restarts it.
+
+Owns the thread and the request -> queue map; knows nothing of HTTP or the OpenAI format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from tokenyard.engine.outputs import RequestOutput
+from tokenyard.engine.params import SamplingParams
+from tokenyard.engine.server.metrics import Metrics
+
+log = logging.getLogger("tokenyard.server")
+
+
+@dataclass
+class _Add:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    accepted: Future
+
+
+@dataclass
+class _Abort:
+    request_id: str
+
+
+@dataclass
+class _Call:
+    """Run `fn(engine)` on the engine thread (for reads that must not race a step)."""
+
+    fn: Callable
+    done: Future
+
+
+class EngineLoop:
+    def __init__(self, engine, metrics: Metrics | None = None):
+        self.engine = engine
+        self.metrics = metrics
+        self.error: str | None = None
+        self._commands: queue.Queue = queue.Queue()
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="tokenyard-engine-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._commands.put(None)
+        self._thread.join(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.error is None and not self._stopping
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        """Add a request and yield its outputs until it finishes.
+
+        Raises ValueError (from the engine) before yielding if the request is refused. If the
+        consumer stops early (client gone, task cancelled), the request is aborted.
+        """
+        if not self.alive:
+            raise RuntimeError(f"the engine loop is not running: {self.error or 'stopped'}")
+        outputs: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            if request_id in self._streams:
+                raise ValueError(f"request_id={request_id!r} is already running")
+            self._streams[request_id] = (asyncio.get_running_loop(), outputs)
+        accepted: Future = Future()
+        self._commands.put(_Add(request_id, prompt_token_ids, params, accepted))
+        try:
+            await asyncio.wrap_future(accepted)
+        except BaseException:
+            with self._lock:
+                self._streams.pop(request_id, None)
+            raise
+        finished = False
+        try:
+            while True:
+                batch = await outputs.get()
+                for output in batch:
+                    yield output
+                    if output.finished:
+                        finished = True
+                        return
+        finally:
+            if not finished:
+                self.abort(request_id)
+            with self._lock:
+                self._streams.pop(request_id, None)
+
+    def abort(self, request_id: str) -> None:
+        self._commands.put(_Abort(request_id))
+
+    async def call(self, fn: Callable):
+        """Run `fn(engine)` between steps and return its result."""
+        done: Future = Future()
+        self._commands.put(_Call(fn, done))
+        return await asyncio.wrap_future(done)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                busy = self.engine.has_unfinished_requests()
+                try:
+                    command = self._commands.get(block=not busy, timeout=None if busy else 1.0)
+                except queue.Empty:
+                    command = None
+                while command is not None:
+                    self._handle(command)
+                    try:
+                        command = self._commands.get_nowait()
+                    except queue.Empty:
+                        command = None
+                if self._stopping:
+                    break
+                if not self.engine.has_unfinished_requests():
+                    if self.metrics is not None:
+                        self.metrics.update_gauges(self.engine.stats())
+                    continue
+                outputs = self.engine.step()
+                if self.metrics is not None:
+                    self.metrics.observe_step(outputs, self.engine.stats())
+                self._deliver(outputs)
+        except BaseException:
+            self.error = traceback.format_exc()
+            log.error("engine loop died:\n%s", self.error)
+            self._fail_all()
+
+    def _handle(self, command) -> None:
+        if isinstance(command, _Add):
+            try:
+                self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+            except Exception as exc:  # refused: the engine changed nothing; tell the caller
+                command.accepted.set_exception(exc)
+            else:
+                if self.metrics is not None:
+                    self.metrics.request_added(command.request_id, len(command.prompt_token_ids))
+                command.accepted.set_result(None)
+        elif isinstance(command, _Abort):
+            self.engine.abort_request(command.request_id)  # False (no-op) if it already finished
+        elif isinstance(command, _Call):
+            try:
+                command.done.set_result(command.fn(self.engine))
+            except Exception as exc:
+                command.done.set_exception(exc)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        by_request: dict[str, list[RequestOutput]] = {}
+        for output in outputs:
+            by_request.setdefault(output.request_id, []).append(output)
+        with self._lock:
+            targets = [(self._streams.get(rid), batch) for rid, batch in by_request.items()]
+        for target, batch in targets:
+            if target is not None:
+                loop, outputs_queue = target
+                loop.call_soon_threadsafe(outputs_queue.put_nowait, batch)
+
+    def _fail_all(self) -> None:
+        with self._lock:
+            streams = dict(self._streams)
+        for request_id, (loop, outputs_queue) in streams.items():
+            failed = RequestOutput(
+                request_id=request_id, prompt_token_ids=[], new_token_ids=[], new_text="", token_ids=[], text="",
+                finished=True, finish_reason="error", error=f"engine loop died: {self.error}",
+            )
+            loop.call_soon_threadsafe(outputs_queue.put_nowait, [failed])
+        while True:  # a request added after the failure must not wait forever
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(command, _Add):
+                command.accepted.set_exception(RuntimeError("the engine loop died"))
+            elif isinstance(command, _Call):
+                command.done.set_exception(RuntimeError("the engine loop died"))
