@@ -81,5 +81,5 @@ def dense_fp32(w) -> torch.Tensor:
 def expert_fp32(w, e: int) -> torch.Tensor:
     """Matrix e of a stacked [E, N, K] weight operand (a tensor or an NVFP4Weight) as dense fp32."""
     if isinstance(w, NVFP4Weight):
-        w = NVFP4Weight(packed=w.packed[e], scales=w.scales[e], global_scale=w.global_scale[e])
-    return dense_fp32(w)
+        return dequantize_fp32(NVFP4Weight(packed=w.packed[e], scales=w.scales[e], global_scale=w.global_scale[e]))
+    return w[e].float()
