@@ -23,7 +23,8 @@ serve: $(STAMP)
 	$(VENV)/bin/tokenyard serve
 
 bench: $(STAMP)
-	$(PY) -m pytest -q bench --benchmark-only
+	mkdir -p out
+	$(PY) -m pytest -q bench/test_reference_kernels.py --benchmark-only --benchmark-json=out/bench-reference.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
