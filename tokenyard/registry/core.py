@@ -235,9 +235,12 @@ class Registry:
         by_priority = sorted(eligible, key=lambda c: (-c.record.priority, c.record.key))
         policy = self.policy()
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        if policy == "priority" or len(eligible) == 1 or capturing:
+        if len(eligible) == 1:
+            return Selection(op, key, eligible[0].record, "only eligible kernel", candidates)
+        if policy == "priority" or capturing:
             # Never tune inside graph capture: the runner warms up every shape before capturing.
-            return Selection(op, key, by_priority[0].record, "priority", candidates)
+            how = "priority" if policy == "priority" else "priority (inside graph capture: no tuning)"
+            return Selection(op, key, by_priority[0].record, how, candidates)
         persisted = tuning.load_decision(self, key)
         if persisted is not None:
             match = [c for c in eligible if c.record.key == persisted]
