@@ -83,6 +83,16 @@ def test_attention_decode_matches_explicit_softmax_over_all_cached_keys(device, 
         torch.testing.assert_close(out[b].cpu().double(), expected, **tol(dtype))
 
 
+def test_attention_decode_row_without_keys_is_zero(device):
+    # A padded row of a fixed-size decode batch has no keys; it must not poison the batch with NaN.
+    table, pages, total = paged_pool([5, 1], 16)
+    k_cache, v_cache = rand(total, 16, 1, 8, device=device), rand(total, 16, 1, 8, device=device)
+    out = attention_decode(q=rand(2, 2, 8, device=device), k_cache=k_cache, v_cache=v_cache,
+                           page_table=table.to(device), seqlens_k=torch.tensor([5, 0], dtype=torch.int32, device=device),
+                           scale=0.3)
+    assert torch.isfinite(out[0]).all() and torch.equal(out[1], torch.zeros_like(out[1]))
+
+
 def test_attention_extend_long_prompt_spans_several_query_blocks(device):
     # Longer than one block of queries, so causal masking crosses block boundaries.
     seqlens, hq, hk, d, page_size = [1300], 2, 1, 8, 64

@@ -48,14 +48,16 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """Masked GQA attention in fp32.
 
     q[N, Lq, Hq, D], k[N, Lk, Hk, D], v[N, Lk, Hk, Dv], mask[N, Lq, Lk] (True = visible)
-    -> o[N, Lq, Hq, Dv] fp32; query head h uses key/value head h // (Hq/Hk).
+    -> o[N, Lq, Hq, Dv] fp32; query head h uses key/value head h // (Hq/Hk). A query that sees
+    no key (a padded decode row with seqlens_k = 0) gets zeros, as FlashAttention gives.
     """
     n, lq, hq, d = q.shape
     hk, dv = k.shape[2], v.shape[-1]
     qg = q.float().view(n, lq, hk, hq // hk, d)
     scores = torch.einsum("nqhgd,nshd->nhgqs", qg, k.float()) * scale
     scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
-    o = torch.einsum("nhgqs,nshd->nqhgd", scores.softmax(-1), v.float())
+    probs = scores.softmax(-1).masked_fill(~mask.any(-1)[:, None, None, :, None], 0.0)
+    o = torch.einsum("nhgqs,nshd->nqhgd", probs, v.float())
     return o.reshape(n, lq, hq, dv)
 
 
