@@ -68,6 +68,16 @@ def make_tiny(arch: str, path: Path, seed: int = 0):
     return model
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the threads'
+    spin-waits cost more than the work; both sides of every comparison run with one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", params=["llama", "qwen2", "qwen3"])
 def tiny(request, tmp_path_factory):
     """(checkpoint dir, transformers reference model) for each dense architecture."""
@@ -116,13 +126,16 @@ def engine(path, **kw) -> CheckedEngine:
 
 
 def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
-    """n argmax tokens, each from a full forward pass over everything so far (no cache, no
-    generation processors: eos is just another token)."""
-    ids = list(prompt)
+    """n argmax tokens from transformers' own forward with its KV cache (no generation processors:
+    eos is just another token)."""
+    ids, past, step_input = [], None, torch.tensor([prompt])
     with torch.no_grad():
         for _ in range(n):
-            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
+            out = model(step_input, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            ids.append(int(out.logits[0, -1].argmax()))
+            step_input = torch.tensor([[ids[-1]]])
+    return ids
 
 
 def hf_prompt_logprobs(model, prompt: list[int]) -> torch.Tensor:
