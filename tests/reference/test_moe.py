@@ -87,7 +87,7 @@ def test_moe_route_group_limited_rule_keeps_the_best_groups_by_top2_sum(device, 
     got_ids, got_w = by_expert(weights.cpu(), ids.cpu())
     want_ids, want_w = by_expert(want_w, want_ids)
     assert torch.equal(got_ids, want_ids)
-    torch.testing.assert_close(got_w.double(), want_w)
+    torch.testing.assert_close(got_w.double(), want_w, **tol(torch.float32))
     unlimited = (logits + bias).cpu().topk(6, dim=-1).indices.sort(-1).values
     assert not torch.equal(got_ids, unlimited)  # the group limit changed some choices
 
@@ -137,4 +137,5 @@ def test_moe_experts_with_nvfp4_weights_uses_the_values_they_encode(device):
     y = moe_experts(x=x, w13=w13, w2=w2, weights=weights, ids=ids)
     dense13 = nvfp4_decode(w13.packed, w13.scales, w13.global_scale)
     dense2 = nvfp4_decode(w2.packed, w2.scales, w2.global_scale)
-    torch.testing.assert_close(y.double().cpu(), experts_loop(x.cpu(), dense13, dense2, weights.cpu(), ids.cpu()))
+    torch.testing.assert_close(y.double().cpu(), experts_loop(x.cpu(), dense13, dense2, weights.cpu(), ids.cpu()),
+                               **tol(torch.float32))
