@@ -90,8 +90,13 @@ def place(w: Weight, dtype: torch.dtype, device: torch.device) -> Weight:
 
 
 def dense(w: Weight, dtype: torch.dtype) -> torch.Tensor:
-    """A weight as a dense tensor of `dtype`, for the few weights models use outside gemm."""
-    return (nvfp4_dequantize(w) if isinstance(w, NVFP4Weight) else w).to(dtype)
+    """A weight as a dense tensor of `dtype`, for the few weights models use outside gemm (MLA's
+    absorbed kv_b). e2m1·e4m3 is exact in bf16, so the op dequantizes with a unit global scale and
+    the multiplier is applied in `dtype`: exact in fp32, one rounding in bf16."""
+    if not isinstance(w, NVFP4Weight):
+        return w.to(dtype)
+    unit = NVFP4Weight(packed=w.packed, scales=w.scales, global_scale=torch.ones_like(w.global_scale))
+    return nvfp4_dequantize(unit).to(dtype) * w.global_scale.to(dtype)[..., None, None]
 
 
 def take_rows(w: Weight, index: torch.Tensor) -> Weight:

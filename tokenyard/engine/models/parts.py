@@ -107,22 +107,27 @@ def check_shape(name: str, w: Weight, shape: tuple[int, ...]) -> None:
 class Linear:
     """y = x @ [W_1; W_2; ...]ᵀ: checkpoint matrices stacked along rows and multiplied by `gemm`.
 
-    Runs of matrices of one kind (dense, or NVFP4) are joined into one gemm; a dense matrix next
-    to an NVFP4 one (a quantized q/k/v next to an unquantized small gate) takes its own gemm and
-    the outputs are concatenated."""
+    Consecutive matrices are joined into one gemm when that is exact: dense ones always, NVFP4
+    ones when they share a global scale. Others (a quantized q/k/v next to an unquantized small
+    gate, two NVFP4 matrices quantized apart) each take their own gemm, outputs concatenated."""
 
     def __init__(self, parts: list[Weight], dtype: torch.dtype, device: torch.device) -> None:
         groups: list[list[Weight]] = []
         for p in parts:
-            if groups and isinstance(p, NVFP4Weight) == isinstance(groups[-1][0], NVFP4Weight):
+            if groups and _joinable(groups[-1][-1], p):
                 groups[-1].append(p)
             else:
                 groups.append([p])
         self.weights = [place(cat_rows(g) if len(g) > 1 else g[0], dtype, device) for g in groups]
-        self.out_features = sum(int(w.shape[-2]) for w in self.weights)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.weights) == 1:
             return ops.gemm(x, self.weights[0])
         return torch.cat([ops.gemm(x, w) for w in self.weights], dim=-1)
 
+
+
+def _joinable(a: Weight, b: Weight) -> bool:
+    if isinstance(a, NVFP4Weight) and isinstance(b, NVFP4Weight):
+        return torch.equal(a.global_scale, b.global_scale)
+    return not isinstance(a, NVFP4Weight) and not isinstance(b, NVFP4Weight)

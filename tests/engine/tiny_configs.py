@@ -1,0 +1,156 @@
+"""Tiny random checkpoints of the hybrid and DeepSeek architectures, written by transformers.
+
+Each builder makes a transformers model from a small config that keeps every feature of the
+architecture (mixed layer kinds, MoE with shared experts, grouped routing, partial and YaRN RoPE,
+q_lora or not), gives it weights large enough that greedy decoding has clear winners, and saves it
+as an HF directory (config.json, safetensors, the byte tokenizer of conftest.py). The in-memory
+transformers model is returned as the reference the tests compare tokenyard against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.engine.conftest import SPECIALS, write_byte_tokenizer
+
+VOCAB = 256 + len(SPECIALS)   # write_byte_tokenizer's bytes, then its special tokens
+EOS = VOCAB - 3               # "</s>"
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    """Weights ~ N(0, 1/fan_in) for matrices, 1-D parameters (norms, A_log, dt_bias) perturbed,
+    router correction biases random: activations O(1), logits with clear maxima."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+            else:
+                p.add_(0.2 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+
+
+def _save(model: torch.nn.Module, path: Path, fused_experts: bool = False) -> None:
+    model.save_pretrained(path)
+    if fused_experts:
+        # transformers writes per-expert tensors; rewrite with its in-memory fused layout
+        # (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]) as pre-fused checkpoints have it.
+        for f in path.glob("*.safetensors"):
+            f.unlink()
+        index = path / "model.safetensors.index.json"
+        if index.exists():
+            index.unlink()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    write_byte_tokenizer(path)
+
+
+def qwen3_next(path: Path):
+    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+
+    config = Qwen3NextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, partial_rotary_factor=0.25, max_position_embeddings=512,
+        linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+        linear_num_value_heads=4, full_attention_interval=2, num_experts=8, num_experts_per_tok=2,
+        moe_intermediate_size=32, shared_expert_intermediate_size=48, mlp_only_layers=[2], norm_topk_prob=True,
+        eos_token_id=EOS,
+    )
+    torch.manual_seed(0)
+    model = Qwen3NextForCausalLM(config).eval()
+    _randomize(model, 1)
+    _save(model, path)
+    return model
+
+
+def _qwen3_5_vision() -> dict:
+    return dict(depth=1, hidden_size=32, intermediate_size=32, num_heads=2, out_hidden_size=64, num_position_embeddings=16)
+
+
+def qwen3_5(path: Path):
+    """The multimodal checkpoint (`model.language_model.` prefix, a vision tower to skip)."""
+    from transformers.models.qwen3_5 import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    text = dict(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=512, linear_key_head_dim=16,
+        linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+        layer_types=["linear_attention", "linear_attention", "full_attention"], eos_token_id=EOS,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25,
+                             mrope_section=[2, 1, 1], mrope_interleaved=True),
+    )
+    config = Qwen3_5Config(text_config=text, vision_config=_qwen3_5_vision())
+    torch.manual_seed(0)
+    model = Qwen3_5ForConditionalGeneration(config).eval()
+    _randomize(model, 2)
+    _save(model, path)
+    return model
+
+
+def qwen3_5_moe(path: Path):
+    """The multimodal MoE checkpoint, experts saved pre-fused."""
+    from transformers.models.qwen3_5_moe import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+    text = dict(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=32, max_position_embeddings=512, linear_key_head_dim=16, linear_value_head_dim=16,
+        linear_num_key_heads=2, linear_num_value_heads=4, layer_types=["linear_attention", "full_attention"],
+        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+        eos_token_id=EOS,
+    )
+    config = Qwen3_5MoeConfig(text_config=text, vision_config=_qwen3_5_vision())
+    torch.manual_seed(0)
+    model = Qwen3_5MoeForConditionalGeneration(config).eval()
+    _randomize(model, 3)
+    _save(model, path, fused_experts=True)
+    return model
+
+
+def deepseek_v3(path: Path):
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    config = DeepseekV3Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=4, n_shared_experts=1, n_routed_experts=8, routed_scaling_factor=2.5,
+        kv_lora_rank=32, q_lora_rank=48, qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16,
+        n_group=4, topk_group=2, num_experts_per_tok=3, first_k_dense_replace=1, norm_topk_prob=True,
+        max_position_embeddings=512, bos_token_id=0, eos_token_id=EOS,
+        rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=32,
+                          beta_slow=1, mscale=1.0, mscale_all_dim=1.0),
+    )
+    torch.manual_seed(0)
+    model = DeepseekV3ForCausalLM(config).eval()
+    _randomize(model, 4)
+    _save(model, path)
+    return model
+
+
+def deepseek_v2(path: Path):
+    """DeepSeek-V2-Lite's shape: no q_lora, softmax greedy routing, two shared experts."""
+    from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
+
+    config = DeepseekV2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=4, n_shared_experts=2, n_routed_experts=8, kv_lora_rank=32, q_lora_rank=None,
+        qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16, num_experts_per_tok=2, first_k_dense_replace=1,
+        topk_method="greedy", norm_topk_prob=False, routed_scaling_factor=1.0, max_position_embeddings=512,
+        bos_token_id=0, eos_token_id=EOS,
+    )
+    torch.manual_seed(0)
+    model = DeepseekV2ForCausalLM(config).eval()
+    _randomize(model, 5)
+    _save(model, path)
+    return model
+
+
+BUILDERS = {
+    "qwen3_next": qwen3_next,
+    "qwen3_5": qwen3_5,
+    "qwen3_5_moe": qwen3_5_moe,
+    "deepseek_v3": deepseek_v3,
+    "deepseek_v2": deepseek_v2,
+}
