@@ -156,7 +156,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         where = [str(part) for part in first.get("loc", ()) if part != "body"]
-        param = ".".join(where) or None
+        param = where[0] if where else None  # the request field; the message has the full path
         if first.get("type") == "json_invalid":
             message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
         elif not where:
@@ -164,7 +164,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         elif first.get("type") == "extra_forbidden":
             message = f"Unrecognized request argument supplied: {where[-1] if where else '?'}"
         else:
-            message = f"{param or 'body'}: {first.get('msg')}"
+            message = f"{'.'.join(where) or 'body'}: {first.get('msg')}"
             if "input" in first and first.get("type") not in ("missing",):
                 message += f" (got {json.dumps(first['input'], default=str)[:200]})"
         return _error_response(APIError(message, status_code=400, param=param))

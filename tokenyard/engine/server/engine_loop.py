@@ -92,6 +92,9 @@ class EngineLoop:
         try:
             await asyncio.wrap_future(accepted)
         except BaseException:
+            # Refused, or cancelled (client gone) while waiting: if the engine thread had already
+            # started adding it, this abort, queued behind the add, takes it out again.
+            self.abort(request_id)
             with self._lock:
                 self._streams.pop(request_id, None)
             raise
@@ -150,6 +153,8 @@ class EngineLoop:
 
     def _handle(self, command) -> None:
         if isinstance(command, _Add):
+            if not command.accepted.set_running_or_notify_cancel():
+                return  # the caller gave up before the engine saw it
             try:
                 self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
             except Exception as exc:  # refused: the engine changed nothing; tell the caller
@@ -161,6 +166,8 @@ class EngineLoop:
         elif isinstance(command, _Abort):
             self.engine.abort_request(command.request_id)  # False (no-op) if it already finished
         elif isinstance(command, _Call):
+            if not command.done.set_running_or_notify_cancel():
+                return
             try:
                 command.done.set_result(command.fn(self.engine))
             except Exception as exc:
@@ -191,7 +198,6 @@ class EngineLoop:
                 command = self._commands.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(command, _Add):
-                command.accepted.set_exception(RuntimeError("the engine loop died"))
-            elif isinstance(command, _Call):
-                command.done.set_exception(RuntimeError("the engine loop died"))
+            future = command.accepted if isinstance(command, _Add) else command.done if isinstance(command, _Call) else None
+            if future is not None and future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError("the engine loop died"))
