@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.engine.conftest import engine, hf_prompt_logprobs, run
-from tests.engine.tiny_configs import BUILDERS
+from tests.engine.tiny_configs import BUILDERS, one_thread  # noqa: F401 (autouse fixture)
 from tokenyard.engine import SamplingParams
 from tokenyard.engine.loader.nvfp4 import assemble, cat_rows
 from tokenyard.kernel_api import NVFP4Weight, nvfp4_quantize
@@ -32,14 +32,6 @@ from tokenyard.kernel_api import NVFP4Weight, nvfp4_quantize
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 QUANTIZED = re.compile(r"model\.layers\.\d+\..*_proj\.weight")
 EXPERT_GATE = re.compile(r"(.*\.experts\.\d+\.)gate_proj\.weight")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def e2m1_values(packed: torch.Tensor) -> torch.Tensor:
@@ -175,3 +167,9 @@ def test_incomplete_nvfp4_module_is_named():
     parts = [("model.layers.0.mlp.down_proj.weight", q.packed), ("model.layers.0.mlp.down_proj.weight_scale", q.scales)]
     with pytest.raises(ValueError, match=r"model\.layers\.0\.mlp\.down_proj: has \['weight', 'weight_scale'\]"):
         list(assemble(parts))
+
+
+def test_fp8_checkpoint_is_refused_by_name():
+    w = torch.randn(16, 32).to(torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.mlp\.down_proj\.weight: is FP8-quantized"):
+        list(assemble([("model.layers.0.mlp.down_proj.weight", w)]))

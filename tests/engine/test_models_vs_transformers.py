@@ -23,21 +23,11 @@ import pytest
 import torch
 
 from tests.engine.conftest import engine, hf_greedy, hf_prompt_logprobs, run
-from tests.engine.tiny_configs import BUILDERS
+from tests.engine.tiny_configs import BUILDERS, one_thread  # noqa: F401 (autouse fixture)
 from tokenyard.engine import SamplingParams
 from tokenyard.engine.models import model_class
 
 GREEDY = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True, logprobs=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on two shared cores: one intra-op thread runs ~10x faster than two (no OpenMP
-    spinning against other processes) and keeps every reduction in one order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))

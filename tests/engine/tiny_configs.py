@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -18,6 +19,17 @@ from tests.engine.conftest import SPECIALS, write_byte_tokenizer
 
 VOCAB = 256 + len(SPECIALS)   # write_byte_tokenizer's bytes, then its special tokens
 EOS = VOCAB - 3               # "</s>"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on two shared cores: one intra-op thread runs ~10x faster than two (no OpenMP
+    spinning against other processes) and keeps every reduction in one order. Autouse in every
+    module that imports it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:

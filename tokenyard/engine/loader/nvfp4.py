@@ -31,6 +31,7 @@ _ACTIVATION_SCALES = ("input_scale", "input_global_scale")
 _MODELOPT = ("weight", "weight_scale", "weight_scale_2")
 _COMPRESSED_TENSORS = ("weight_packed", "weight_scale", "weight_global_scale")
 _PART_NAMES = {"weight_packed", "weight_scale", "weight_scale_2", "weight_global_scale"}
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def assemble(weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, Weight]]:
@@ -40,9 +41,15 @@ def assemble(weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str,
     parts are incomplete or inconsistent."""
     pending: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in weights:
+        if isinstance(tensor, NVFP4Weight):  # assembled already (by the loader)
+            yield name, tensor
+            continue
         module, _, leaf = name.rpartition(".")
         if leaf in _ACTIVATION_SCALES:
             continue
+        if leaf == "weight_scale_inv" or (leaf not in _PART_NAMES and tensor.dtype in _FP8):
+            raise ValueError(f"checkpoint tensor {name}: is FP8-quantized ({tensor.dtype}); tokenyard loads bf16/fp16/fp32 "
+                             "and NVFP4 checkpoints, expected one of those")
         if leaf in _PART_NAMES or (leaf == "weight" and tensor.dtype == torch.uint8):
             parts = pending.setdefault(module, {})
             parts[leaf] = tensor
