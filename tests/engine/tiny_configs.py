@@ -61,6 +61,14 @@ def _save(model: torch.nn.Module, path: Path, fused_experts: bool = False) -> No
     write_byte_tokenizer(path)
 
 
+def _build(model_class, config, path: Path, seed: int, fused_experts: bool = False):
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    _randomize(model, seed)
+    _save(model, path, fused_experts)
+    return model
+
+
 def qwen3_next(path: Path):
     from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
 
@@ -72,11 +80,7 @@ def qwen3_next(path: Path):
         moe_intermediate_size=32, shared_expert_intermediate_size=48, mlp_only_layers=[2], norm_topk_prob=True,
         eos_token_id=EOS,
     )
-    torch.manual_seed(0)
-    model = Qwen3NextForCausalLM(config).eval()
-    _randomize(model, 1)
-    _save(model, path)
-    return model
+    return _build(Qwen3NextForCausalLM, config, path, seed=1)
 
 
 def _qwen3_5_vision() -> dict:
@@ -96,11 +100,7 @@ def qwen3_5(path: Path):
                              mrope_section=[2, 1, 1], mrope_interleaved=True),
     )
     config = Qwen3_5Config(text_config=text, vision_config=_qwen3_5_vision())
-    torch.manual_seed(0)
-    model = Qwen3_5ForConditionalGeneration(config).eval()
-    _randomize(model, 2)
-    _save(model, path)
-    return model
+    return _build(Qwen3_5ForConditionalGeneration, config, path, seed=2)
 
 
 def qwen3_5_moe(path: Path):
@@ -115,11 +115,7 @@ def qwen3_5_moe(path: Path):
         eos_token_id=EOS,
     )
     config = Qwen3_5MoeConfig(text_config=text, vision_config=_qwen3_5_vision())
-    torch.manual_seed(0)
-    model = Qwen3_5MoeForConditionalGeneration(config).eval()
-    _randomize(model, 3)
-    _save(model, path, fused_experts=True)
-    return model
+    return _build(Qwen3_5MoeForConditionalGeneration, config, path, seed=3, fused_experts=True)
 
 
 def deepseek_v3(path: Path):
@@ -134,11 +130,7 @@ def deepseek_v3(path: Path):
         rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=32,
                           beta_slow=1, mscale=1.0, mscale_all_dim=1.0),
     )
-    torch.manual_seed(0)
-    model = DeepseekV3ForCausalLM(config).eval()
-    _randomize(model, 4)
-    _save(model, path)
-    return model
+    return _build(DeepseekV3ForCausalLM, config, path, seed=4)
 
 
 def deepseek_v2(path: Path):
@@ -152,11 +144,7 @@ def deepseek_v2(path: Path):
         topk_method="greedy", norm_topk_prob=False, routed_scaling_factor=1.0, max_position_embeddings=512,
         bos_token_id=0, eos_token_id=EOS,
     )
-    torch.manual_seed(0)
-    model = DeepseekV2ForCausalLM(config).eval()
-    _randomize(model, 5)
-    _save(model, path)
-    return model
+    return _build(DeepseekV2ForCausalLM, config, path, seed=5)
 
 
 BUILDERS = {
