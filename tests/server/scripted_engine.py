@@ -29,12 +29,15 @@ def qwen_tokenizer(tokenizer_dir) -> Tokenizer:
 
 
 class ScriptedEngine:
-    def __init__(self, tokenizer: Tokenizer, answer: Callable[[str], str], fail_on: str | None = None):
+    def __init__(self, tokenizer: Tokenizer, answer: Callable[[str], str], fail_on: str | None = None,
+                 refuse_on: str | None = None):
         """`answer(prompt_text)` is the text the "model" writes; a step raises if a prompt
-        contains `fail_on`."""
+        contains `fail_on`; add_request refuses the second choice (id ending "-1") of a prompt
+        that contains `refuse_on`."""
         self.tokenizer = tokenizer
         self.answer = answer
         self.fail_on = fail_on
+        self.refuse_on = refuse_on
         self.requests: dict[str, dict] = {}
         self.prompts: list[str] = []
 
@@ -44,6 +47,8 @@ class ScriptedEngine:
         if not prompt_token_ids:
             raise ValueError("prompt_token_ids=[]: expected at least one token")
         prompt = self.tokenizer.decode(prompt_token_ids, skip_special_tokens=False)
+        if self.refuse_on is not None and self.refuse_on in prompt and request_id.endswith("-1"):
+            raise ValueError("prompt_token_ids: refused by the scripted engine")
         self.prompts.append(prompt)
         answer_ids = self.tokenizer.encode(self.answer(prompt), add_special_tokens=False)
         self.requests[request_id] = {

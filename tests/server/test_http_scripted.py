@@ -4,6 +4,7 @@ replayed tool calls rendered by Qwen3's real chat template; a dying engine loop.
 """
 
 import json
+import time
 
 import httpx
 import openai
@@ -56,7 +57,7 @@ def answer(prompt: str) -> str:
 
 
 def _start(tokenizer, parser_name):
-    engine = ScriptedEngine(tokenizer, answer, fail_on="crash")
+    engine = ScriptedEngine(tokenizer, answer, fail_on="crash", refuse_on="refuse")
     server = ServerThread(build_app(engine, "scripted", 4096, tool_parser=get_tool_parser(parser_name))).start()
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
     return engine, server, client
@@ -178,6 +179,20 @@ def test_n_choices_each_get_an_answer(hermes):
     answer_tokens = len(engine.tokenizer.encode("Hello! How can I help?", add_special_tokens=False))
     assert response.usage.completion_tokens == 3 * answer_tokens
     assert response.usage.prompt_tokens_details.cached_tokens == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_the_engine_refuses_is_a_400_and_its_admitted_siblings_are_aborted(hermes, stream):
+    engine, server, _ = hermes
+    body = {"messages": [{"role": "user", "content": "refuse"}], "n": 2, "stream": stream}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "prompt_token_ids: refused by the scripted engine"
+    for _ in range(200):  # the abort of choice 0 is queued to the engine thread
+        if not engine.requests:
+            break
+        time.sleep(0.01)
+    assert engine.requests == {}
 
 
 def test_json_object_response_format_is_validated(hermes):

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -41,14 +41,6 @@ class _Add:
 @dataclass
 class _Abort:
     request_id: str
-
-
-@dataclass
-class _Call:
-    """Run `fn(engine)` on the engine thread (for reads that must not race a step)."""
-
-    fn: Callable
-    done: Future
 
 
 class EngineLoop:
@@ -74,11 +66,10 @@ class EngineLoop:
     def alive(self) -> bool:
         return self._thread.is_alive() and self.error is None and not self._stopping
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        """Add a request and yield its outputs until it finishes.
+    async def add(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> "RequestStream":
+        """Add a request; returns once the engine has accepted it.
 
-        Raises ValueError (from the engine) before yielding if the request is refused. If the
-        consumer stops early (client gone, task cancelled), the request is aborted.
+        Raises the engine's ValueError, with nothing changed, if it refuses the request.
         """
         if not self.alive:
             raise RuntimeError(f"the engine loop is not running: {self.error or 'stopped'}")
@@ -95,32 +86,16 @@ class EngineLoop:
             # Refused, or cancelled (client gone) while waiting: if the engine thread had already
             # started adding it, this abort, queued behind the add, takes it out again.
             self.abort(request_id)
-            with self._lock:
-                self._streams.pop(request_id, None)
+            self._forget(request_id)
             raise
-        finished = False
-        try:
-            while True:
-                batch = await outputs.get()
-                for output in batch:
-                    yield output
-                    if output.finished:
-                        finished = True
-                        return
-        finally:
-            if not finished:
-                self.abort(request_id)
-            with self._lock:
-                self._streams.pop(request_id, None)
+        return RequestStream(self, request_id, outputs)
 
     def abort(self, request_id: str) -> None:
         self._commands.put(_Abort(request_id))
 
-    async def call(self, fn: Callable):
-        """Run `fn(engine)` between steps and return its result."""
-        done: Future = Future()
-        self._commands.put(_Call(fn, done))
-        return await asyncio.wrap_future(done)
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._streams.pop(request_id, None)
 
     def _run(self) -> None:
         try:
@@ -165,13 +140,6 @@ class EngineLoop:
                 command.accepted.set_result(None)
         elif isinstance(command, _Abort):
             self.engine.abort_request(command.request_id)  # False (no-op) if it already finished
-        elif isinstance(command, _Call):
-            if not command.done.set_running_or_notify_cancel():
-                return
-            try:
-                command.done.set_result(command.fn(self.engine))
-            except Exception as exc:
-                command.done.set_exception(exc)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         by_request: dict[str, list[RequestOutput]] = {}
@@ -198,6 +166,40 @@ class EngineLoop:
                 command = self._commands.get_nowait()
             except queue.Empty:
                 return
-            future = command.accepted if isinstance(command, _Add) else command.done if isinstance(command, _Call) else None
-            if future is not None and future.set_running_or_notify_cancel():
-                future.set_exception(RuntimeError("the engine loop died"))
+            if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
+                command.accepted.set_exception(RuntimeError("the engine loop died"))
+
+
+class RequestStream:
+    """The outputs of one accepted request, in order, ending with the finished one.
+
+    `close()` aborts the request if it has not finished (idempotent); whoever holds a stream must
+    close it on every path, which is how a client that goes away returns its memory.
+    """
+
+    def __init__(self, loop: EngineLoop, request_id: str, outputs: asyncio.Queue):
+        self.request_id = request_id
+        self._loop = loop
+        self._outputs = outputs
+        self._ready: deque[RequestOutput] = deque()
+        self._finished = False
+
+    def __aiter__(self) -> "RequestStream":
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self._finished:
+            raise StopAsyncIteration
+        while not self._ready:
+            self._ready.extend(await self._outputs.get())
+        output = self._ready.popleft()
+        if output.finished:
+            self._finished = True
+            self._loop._forget(self.request_id)
+        return output
+
+    def close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._loop.abort(self.request_id)
+            self._loop._forget(self.request_id)

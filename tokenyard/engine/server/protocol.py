@@ -109,7 +109,6 @@ class NamedToolChoice(_Lenient):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
-    continuous_usage_stats: bool = False
 
 
 class ResponseFormat(_Lenient):
