@@ -6,8 +6,9 @@ Policy (continuous batching under a token budget):
      cannot get the pages it needs preempts the most recently admitted running request (by
      recompute: its pages and slot go back, it waits at the head of the queue and later prefills
      prompt + generated tokens again), itself if it is the most recent;
-  2. then waiting requests, in order, as long as budget, `max_num_seqs`, pages and slots allow,
-     with no preemption on their behalf; a long prompt is prefilled in chunks over several steps.
+  2. then, unless this step preempted, waiting requests in order, as long as budget,
+     `max_num_seqs`, pages and slots allow, with no preemption on their behalf; a long prompt is
+     prefilled in chunks over several steps.
 A request samples a token in a step whose chunk reaches the end of its tokens.
 May not touch: tensors, the model, the tokenizer.
 """
@@ -98,7 +99,8 @@ class Scheduler:
             if n:
                 self._take(request, n, batch)
                 budget -= n
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+        # after a preemption memory is short: admitting now would only evict again
+        while not batch.preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
             if self.slots is not None and request.slot is None and self.slots.num_free == 0:
                 break
