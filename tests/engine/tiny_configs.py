@@ -134,7 +134,7 @@ def deepseek_v3(path: Path):
 
 
 def deepseek_v2(path: Path):
-    """DeepSeek-V2-Lite's shape: no q_lora, softmax greedy routing, two shared experts."""
+    """DeepSeek-V2-Lite's shape: no q_lora, softmax greedy routing, two shared experts, YaRN with mscale 0.707."""
     from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
 
     config = DeepseekV2Config(
@@ -143,6 +143,8 @@ def deepseek_v2(path: Path):
         qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16, num_experts_per_tok=2, first_k_dense_replace=1,
         topk_method="greedy", norm_topk_prob=False, routed_scaling_factor=1.0, max_position_embeddings=512,
         bos_token_id=0, eos_token_id=EOS,
+        rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=32,
+                          beta_slow=1, mscale=0.707, mscale_all_dim=0.707),
     )
     return _build(DeepseekV2ForCausalLM, config, path, seed=5)
 

@@ -63,7 +63,7 @@ class MLA(Part):
         hidden = cfg["hidden_size"]
         self.heads, self.q_rank, self.rank = cfg["num_attention_heads"], cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
         self.nope, self.rope_dim, self.v_dim = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
-        self.eps, self.cos_sin, self.style, self.ordinal = cfg["rms_norm_eps"], cos_sin, style, ordinal
+        self.eps, self.cos_sin, self.style, self.ordinal = cfg.get("rms_norm_eps", 1e-6), cos_sin, style, ordinal
         self.scale = softmax_scale(cfg)
         qk = self.nope + self.rope_dim
         if self.q_rank is None:
@@ -155,8 +155,8 @@ class DeepseekForCausalLM(DecoderModel):
     """DeepseekV3ForCausalLM and DeepseekV2ForCausalLM checkpoints."""
 
     def __init__(self, config: dict, dtype: torch.dtype, device: torch.device) -> None:
-        cfg, hidden = config, config["hidden_size"]
-        super().__init__(cfg["vocab_size"], hidden, cfg["rms_norm_eps"], 0.0, cfg.get("tie_word_embeddings", False), dtype, device)
+        cfg, hidden, eps = config, config["hidden_size"], config.get("rms_norm_eps", 1e-6)
+        super().__init__(cfg["vocab_size"], hidden, eps, 0.0, cfg.get("tie_word_embeddings", False), dtype, device)
         if cfg.get("hidden_act", "silu") != "silu" or cfg.get("mlp_bias", False):
             raise ValueError(f"config hidden_act={cfg.get('hidden_act')!r}, mlp_bias={cfg.get('mlp_bias')!r}: "
                              "expected 'silu' without MLP biases")
@@ -173,7 +173,7 @@ class DeepseekForCausalLM(DecoderModel):
                 mlp: Part = DeepseekMoE(prefix + "mlp.", cfg, v3, dtype, device)
             else:
                 mlp = GatedMLP(prefix + "mlp.", hidden, cfg["intermediate_size"], dtype, device)
-            self.add_layer(DecoderLayer(prefix, "self_attn", mla, mlp, hidden, cfg["rms_norm_eps"], 0.0, dtype, device))
+            self.add_layer(DecoderLayer(prefix, "self_attn", mla, mlp, hidden, eps, 0.0, dtype, device))
         self.spec = CacheSpec(num_attention_layers=self.num_layers, mla_latent_dim=cfg["kv_lora_rank"] + p)
 
     def local_name(self, name: str) -> Optional[str]:

@@ -63,7 +63,7 @@ class GatedAttention(Part):
         hidden = cfg["hidden_size"]
         self.heads, self.kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
         self.head_dim = cfg.get("head_dim") or hidden // self.heads
-        self.eps, self.rope, self.ordinal = cfg["rms_norm_eps"], rope, ordinal
+        self.eps, self.rope, self.ordinal = cfg.get("rms_norm_eps", 1e-6), rope, ordinal
         self.scale = self.head_dim ** -0.5
         hd = self.head_dim
         self.expect("q_proj.weight", self.heads * hd * 2, hidden)
@@ -111,7 +111,7 @@ class GatedDeltaNet(Part):
         if self.hv % self.hk:
             raise ValueError(f"config linear_num_value_heads={self.hv} is not a multiple of linear_num_key_heads={self.hk}")
         self.width = cfg.get("linear_conv_kernel_dim", 4)
-        self.eps, self.ordinal = cfg["rms_norm_eps"], ordinal
+        self.eps, self.ordinal = cfg.get("rms_norm_eps", 1e-6), ordinal
         self.key_dim, self.value_dim = self.hk * self.dk, self.hv * self.dv
         self.conv_dim = 2 * self.key_dim + self.value_dim
         self.expect_projections(hidden)
@@ -194,8 +194,8 @@ class HybridModel(DecoderModel):
     gdn_class: type[GatedDeltaNet] = GatedDeltaNet
 
     def __init__(self, cfg: dict, dtype: torch.dtype, device: torch.device) -> None:
-        hidden = cfg["hidden_size"]
-        super().__init__(cfg["vocab_size"], hidden, cfg["rms_norm_eps"], 1.0, cfg.get("tie_word_embeddings", False), dtype, device)
+        hidden, eps = cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6)
+        super().__init__(cfg["vocab_size"], hidden, eps, 1.0, cfg.get("tie_word_embeddings", False), dtype, device)
         if cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"config hidden_act={cfg['hidden_act']!r} is not supported; expected 'silu'")
         self.cfg, self.types = cfg, layer_types(cfg)
@@ -210,7 +210,7 @@ class HybridModel(DecoderModel):
             else:
                 name, mixer = "linear_attn", self.gdn_class(prefix + "linear_attn.", cfg, gdn_layers, dtype, device)
                 gdn_layers += 1
-            self.add_layer(DecoderLayer(prefix, name, mixer, self.mlp(i, prefix + "mlp."), hidden, cfg["rms_norm_eps"], 1.0, dtype, device))
+            self.add_layer(DecoderLayer(prefix, name, mixer, self.mlp(i, prefix + "mlp."), hidden, eps, 1.0, dtype, device))
         self.spec = CacheSpec(
             num_attention_layers=attention_layers, num_kv_heads=cfg["num_key_value_heads"], head_dim=head_dim,
             num_gdn_layers=gdn_layers, conv_channels=2 * cfg["linear_num_key_heads"] * cfg["linear_key_head_dim"]
