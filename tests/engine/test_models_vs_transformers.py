@@ -86,10 +86,14 @@ def test_chunked_prefill_matches_one_chunk(tiny):
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
 
 
-def test_batch_of_8_different_lengths_matches_transformers(tiny):
+def test_batch_of_8_different_lengths_matches_alone_and_transformers(tiny):
     path, _, exact = tiny
     batch = prompts(8, seed=6, low=3, high=45)
+    alone = run(engine(path), batch[:1], GREEDY)["r0"]
     together = run(engine(path, page_size=4, max_num_batched_tokens=32), batch, GREEDY)
+    assert together["r0"].token_ids == alone.token_ids
+    for a, b in zip(alone.logprobs, together["r0"].logprobs):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
     for i, prompt in enumerate(batch):
         assert_greedy_and_logprobs_match(exact, prompt, together[f"r{i}"])
 
