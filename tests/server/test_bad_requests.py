@@ -34,10 +34,10 @@ CASES = [
     ("body is not an object", CHAT, [1, 2], 400, None, None),
     ("messages missing", CHAT, {"model": None}, 400, "messages", None),
     ("empty messages", CHAT, {"messages": []}, 400, "messages", None),
-    ("unknown role", CHAT, {"messages": [{"role": "wizard", "content": "x"}]}, 400, None, None),
-    ("content of the wrong type", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, None, None),
-    ("user message without content", CHAT, {"messages": [{"role": "user"}]}, 400, None, None),
-    ("tool message without tool_call_id", CHAT, {"messages": [{"role": "tool", "content": "x"}]}, 400, None, None),
+    ("unknown role", CHAT, {"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages", None),
+    ("content of the wrong type", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages", None),
+    ("user message without content", CHAT, {"messages": [{"role": "user"}]}, 400, "messages", None),
+    ("tool message without tool_call_id", CHAT, {"messages": [{"role": "tool", "content": "x"}]}, 400, "messages", None),
     ("temperature of the wrong type", CHAT, {"messages": OK_MESSAGES, "temperature": "hot"}, 400, "temperature", None),
     ("temperature out of range", CHAT, {"messages": OK_MESSAGES, "temperature": 7}, 400, "temperature", None),
     ("top_p of 0", CHAT, {"messages": OK_MESSAGES, "top_p": 0}, 400, "top_p", None),
@@ -87,12 +87,18 @@ def test_bad_request_gets_an_openai_error_and_never_reaches_the_engine(real_serv
     for stream in (False, True):
         sent = body | {"stream": True} if stream and isinstance(body, dict) else body
         error = _check_error_body(_post(real_server, path, sent), status)
-        if param is not None:
-            assert error["param"] == param
+        assert error["param"] == param
         if code is not None:
             assert error["code"] == code
     assert len(spy) == before
     assert real_server.engine.stats()["running"] == 0 and real_server.engine.stats()["waiting"] == 0
+
+
+def test_stream_options_without_stream_is_refused(real_server, spy):
+    before = len(spy)
+    body = {"messages": OK_MESSAGES, "stream_options": {"include_usage": True}}
+    assert "stream_options" in _check_error_body(_post(real_server, CHAT, body), 400)["message"]
+    assert len(spy) == before
 
 
 def test_a_good_request_does_reach_the_engine(real_server, spy):

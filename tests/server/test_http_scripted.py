@@ -181,6 +181,18 @@ def test_n_choices_each_get_an_answer(hermes):
     assert response.usage.prompt_tokens_details.cached_tokens == 0
 
 
+def test_n_streamed_choices_each_carry_their_index_and_finish(hermes):
+    _, _, client = hermes
+    texts, finishes = {}, {}
+    for chunk in _ask(client, "hello", stream=True, n=2):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert texts == {0: "Hello! How can I help?", 1: "Hello! How can I help?"}
+    assert finishes == {0: "stop", 1: "stop"}
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_request_the_engine_refuses_is_a_400_and_its_admitted_siblings_are_aborted(hermes, stream):
     engine, server, _ = hermes

@@ -89,6 +89,17 @@ def test_chat_logprobs_rank_the_greedy_token_first(real_server, client):
     assert "".join(e.token for e in content) == response.choices[0].message.content
 
 
+def test_completion_logprobs_list_each_token_with_its_top_alternatives(real_server, client):
+    response = client.completions.create(model=real_server.model, prompt="One, two, three,", max_tokens=3,
+                                         temperature=0, logprobs=2)
+    logprobs = response.choices[0].logprobs
+    assert "".join(logprobs.tokens) == response.choices[0].text
+    assert len(logprobs.token_logprobs) == len(logprobs.tokens) == len(logprobs.top_logprobs)
+    assert logprobs.text_offset == [sum(len(t) for t in logprobs.tokens[:i]) for i in range(len(logprobs.tokens))]
+    for token, logprob, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
+        assert len(top) == 2 and top[token] == logprob == max(top.values())
+
+
 def test_stop_string_cuts_the_answer_before_it(real_server, client):
     full = _chat(real_server, client, max_tokens=8).choices[0].message.content
     word = full.split()[1]

@@ -137,15 +137,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         where = [str(part) for part in first.get("loc", ()) if part != "body"]
         param = where[0] if where else None  # the request field; the message has the full path
-        if first.get("type") == "json_invalid":
-            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
+        kind, path = first.get("type"), ".".join(where)
+        reason = first.get("msg", "").removeprefix("Value error, ")
+        if kind == "json_invalid":  # its loc is a character offset, not a field
+            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', reason)}"
+            param = None
+        elif kind == "extra_forbidden":
+            message = f"Unrecognized request argument supplied: {where[-1]}"
+        elif kind == "value_error":  # a validator's own message, which names what it checks
+            message = f"{path}: {reason}" if path else reason
         elif not where:
             message = "the request body must be a JSON object"
-        elif first.get("type") == "extra_forbidden":
-            message = f"Unrecognized request argument supplied: {where[-1] if where else '?'}"
         else:
-            message = f"{'.'.join(where) or 'body'}: {first.get('msg')}"
-            if "input" in first and first.get("type") not in ("missing",):
+            message = f"{path}: {reason}"
+            if "input" in first and kind != "missing":
                 message += f" (got {json.dumps(first['input'], default=str)[:200]})"
         return error_response(APIError(message, status_code=400, param=param))
 

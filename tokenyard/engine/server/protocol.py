@@ -139,6 +139,12 @@ class _SamplingFields(_Strict):
     presence_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
 
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream=true")
+        return self
+
     @field_validator("frequency_penalty", "presence_penalty")
     @classmethod
     def _no_penalties(cls, value: float) -> float:
