@@ -3,12 +3,14 @@
 Each builder makes a transformers model from a small config that keeps every feature of the
 architecture (mixed layer kinds, MoE with shared experts, grouped routing, partial and YaRN RoPE,
 q_lora or not), gives it weights large enough that greedy decoding has clear winners, and saves it
-as an HF directory (config.json, safetensors, the byte tokenizer of conftest.py). The in-memory
+as an HF directory (config.json, safetensors, the byte tokenizer of conftest.py); Qwen3-Next's and
+DeepSeek's config.json are written in the older style of their released checkpoints. The in-memory
 transformers model is returned as the reference the tests compare tokenyard against.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> None:
                 b.copy_(0.1 * torch.randn(b.shape, generator=g))
 
 
-def _save(model: torch.nn.Module, path: Path, fused_experts: bool = False) -> None:
+def _save(model: torch.nn.Module, path: Path, fused_experts: bool, released: bool) -> None:
     model.save_pretrained(path)
     if fused_experts:
         # transformers writes per-expert tensors; rewrite with its in-memory fused layout
@@ -58,14 +60,37 @@ def _save(model: torch.nn.Module, path: Path, fused_experts: bool = False) -> No
         if index.exists():
             index.unlink()
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    if released:
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps(_as_released(config)))
     write_byte_tokenizer(path)
 
 
-def _build(model_class, config, path: Path, seed: int, fused_experts: bool = False):
+def _as_released(config: dict) -> dict:
+    """A transformers-5 config.json in the older style the released Qwen3-Next and DeepSeek
+    checkpoints use: top-level rope_theta (and partial_rotary_factor), `rope_scaling` with a
+    "type", and Qwen3-Next's layer kinds given by full_attention_interval alone."""
+    config = dict(config)
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    if "partial_rotary_factor" in rope:
+        config["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
+    kind = rope.pop("rope_type")
+    rope.pop("type", None)
+    config["rope_scaling"] = None if kind == "default" else rope | {"type": kind}
+    types = config.pop("layer_types", None)
+    if types is not None:
+        interval = types.index("full_attention") + 1
+        assert types == ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(len(types))]
+        config["full_attention_interval"] = interval
+    return config
+
+
+def _build(model_class, config, path: Path, seed: int, fused_experts: bool = False, released: bool = False):
     torch.manual_seed(0)
     model = model_class(config).eval()
     _randomize(model, seed)
-    _save(model, path, fused_experts)
+    _save(model, path, fused_experts, released)
     return model
 
 
@@ -80,7 +105,7 @@ def qwen3_next(path: Path):
         moe_intermediate_size=32, shared_expert_intermediate_size=48, mlp_only_layers=[2], norm_topk_prob=True,
         eos_token_id=EOS,
     )
-    return _build(Qwen3NextForCausalLM, config, path, seed=1)
+    return _build(Qwen3NextForCausalLM, config, path, seed=1, released=True)
 
 
 def _qwen3_5_vision() -> dict:
@@ -130,7 +155,7 @@ def deepseek_v3(path: Path):
         rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=32,
                           beta_slow=1, mscale=1.0, mscale_all_dim=1.0),
     )
-    return _build(DeepseekV3ForCausalLM, config, path, seed=4)
+    return _build(DeepseekV3ForCausalLM, config, path, seed=4, released=True)
 
 
 def deepseek_v2(path: Path):
@@ -146,7 +171,7 @@ def deepseek_v2(path: Path):
         rope_scaling=dict(type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=32,
                           beta_slow=1, mscale=0.707, mscale_all_dim=0.707),
     )
-    return _build(DeepseekV2ForCausalLM, config, path, seed=5)
+    return _build(DeepseekV2ForCausalLM, config, path, seed=5, released=True)
 
 
 BUILDERS = {
