@@ -81,7 +81,7 @@ def sse(events: AsyncIterator[dict], request: Request, streams: list[RequestStre
         async def produce() -> None:
             try:
                 async for event in events:
-                    queue.put_nowait(f"data: {json.dumps(event, ensure_ascii=False)}\n\n")
+                    queue.put_nowait(f"data: {json.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n")
             except APIError as exc:
                 queue.put_nowait(f"data: {json.dumps(exc.body())}\n\n")
             except Exception as exc:
