@@ -48,7 +48,7 @@ def test_random_text_is_fixed_by_the_seed():
 
 def test_tiny_run_against_the_real_server_sends_the_workload_it_describes(real_server, tmp_path):
     workload = bench.Workload(first_turn_tokens=60, turn_tokens=20, min_turns=1, max_turns=1, output_tokens=3, users=2, seed=5)
-    report = bench.run(f"{real_server.url}/v1", None, workload, api_key="test-key")
+    report = bench.run(f"{real_server.url}/v1", None, workload, api_key="test-key", gpus=2)
     assert report["model"] == real_server.model and report["ignore_eos_sent"]
     requests = report["requests"]
     assert [(r["user"], r["turn"]) for r in requests] == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -62,6 +62,7 @@ def test_tiny_run_against_the_real_server_sends_the_workload_it_describes(real_s
         # The second turn resends the first, its answer and 20 new words.
         assert second["prompt_tokens"] >= first["prompt_tokens"] + 3 + 20
     assert report["overall"]["completion_tokens"] == 12
+    assert report["overall"]["output_tok_min_per_gpu"] == pytest.approx(report["overall"]["aggregate_output_tok_min"] / 2)
     assert [row["requests"] for row in report["per_turn"]] == [2, 2]
 
     json_path, png_path = bench.write_outputs(report, tmp_path)

@@ -216,7 +216,10 @@ def summarize(results: list[TurnResult], wall_s: float | None = None) -> dict:
     return summary
 
 
-async def run_async(base_url: str, model: str | None, workload: Workload, api_key: str | None = None) -> dict:
+async def run_async(base_url: str, model: str | None, workload: Workload, api_key: str | None = None,
+                    gpus: int = 1) -> dict:
+    """Run the workload against `base_url` (an OpenAI /v1 root); `gpus` behind it only divides
+    the aggregate throughput into tokens/min per GPU."""
     base_url = base_url.rstrip("/")
     rng = random.Random(workload.seed)
     turns = [rng.randint(workload.min_turns, workload.max_turns) for _ in range(workload.users)]
@@ -243,14 +246,15 @@ async def run_async(base_url: str, model: str | None, workload: Workload, api_ke
         "workload": asdict(workload),
         "turns_per_user": turns,
         "ignore_eos_sent": endpoint.send_ignore_eos,
-        "overall": summarize(results, wall),
+        "gpus": gpus,
+        "overall": summarize(results, wall) | {"output_tok_min_per_gpu": sum(r.completion_tokens for r in results) / wall * 60 / gpus},
         "per_turn": per_turn,
         "requests": [asdict(r) | {"itl_s": r.itl_s} for r in results],
     }
 
 
-def run(base_url: str, model: str | None, workload: Workload, api_key: str | None = None) -> dict:
-    return asyncio.run(run_async(base_url, model, workload, api_key))
+def run(base_url: str, model: str | None, workload: Workload, api_key: str | None = None, gpus: int = 1) -> dict:
+    return asyncio.run(run_async(base_url, model, workload, api_key, gpus))
 
 
 def _fmt(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -276,7 +280,8 @@ def format_report(report: dict) -> str:
         )
     overall = report["overall"]
     lines.append(
-        f"aggregate: {overall['aggregate_output_tok_min']:.0f} output tok/min, "
+        f"aggregate: {overall['aggregate_output_tok_min']:.0f} output tok/min "
+        f"({overall['output_tok_min_per_gpu']:.0f} per GPU, {report['gpus']} GPU), "
         f"{overall['aggregate_prompt_tok_min']:.0f} prompt tok/min, wall {overall['wall_s']:.1f} s, "
         f"cached share {overall['cached_share'] * 100:.1f}%"
     )

@@ -105,14 +105,14 @@ def _bench_agentic(args: argparse.Namespace) -> int:
         overrides["min_turns"], overrides["max_turns"] = args.turns
     workload = replace(workload, **{k: v for k, v in overrides.items() if v is not None})
     if args.base_url:
-        report = bench.run(args.base_url, args.model, workload, args.api_key)
+        report = bench.run(args.base_url, args.model, workload, args.api_key, args.gpus)
     else:
         from tokenyard.engine.server.launch import ServerThread
 
         print("tokenyard bench agentic: no --base-url; starting a server on this machine", flush=True)
         app = build_server_app(args.model, _engine_args(args))
         with ServerThread(app) as server:
-            report = bench.run(f"{server.url}/v1", None, workload)
+            report = bench.run(f"{server.url}/v1", None, workload, gpus=args.gpus)
     print(bench.format_report(report))
     json_path, png_path = bench.write_outputs(report, Path(args.out))
     print(f"wrote {json_path} and {png_path}")
@@ -151,6 +151,7 @@ def add_commands(subparsers) -> None:
     agentic.add_argument("--output-tokens", type=int, default=None, help="O: output tokens per turn")
     agentic.add_argument("--users", type=int, default=None, help="C: concurrent users")
     agentic.add_argument("--seed", type=int, default=None)
+    agentic.add_argument("--gpus", type=int, default=1, help="GPUs behind the endpoint, for output tokens/min per GPU")
     agentic.add_argument("--out", default="out/bench", help="folder for agentic.json and agentic.png")
     _add_engine_flags(agentic)
     agentic.set_defaults(func=_bench_agentic)
