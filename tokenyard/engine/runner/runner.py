@@ -38,7 +38,7 @@ def make_forward_batch(
     q_lens = [len(t) for t in token_ids]
     k_lens = [s + n for s, n in zip(starts, q_lens)]
     B = len(token_ids)
-    ids, positions, slots, wanted, key_slots = [], [], [], [], []
+    ids, positions, slots, wanted = [], [], [], []
     offset = 0
     for b in range(B):
         ids += token_ids[b]
@@ -50,9 +50,9 @@ def make_forward_batch(
         wanted += [offset + r for r in rows]
         offset += q_lens[b]
     is_decode = all(n == 1 for n in q_lens)
-    if not is_decode:
-        for b in range(B):
-            key_slots += [pages[b][p // page_size] * page_size + p % page_size for p in range(k_lens[b])]
+    within = torch.arange(page_size)
+    key_slots = [] if is_decode else [   # every key of every sequence: long prefixes, so vectorized
+        (torch.tensor(pages[b], dtype=torch.int64)[:, None] * page_size + within).flatten()[:k_lens[b]] for b in range(B)]
     max_pages = max((len(p) for p in pages), default=0) or 1
     table = [p + [0] * (max_pages - len(p)) for p in pages]
     cu_q, cu_k = [0], [0]
@@ -72,7 +72,7 @@ def make_forward_batch(
         state_read_slots=i32(read_slots if read_slots is not None else [-1] * B),
         state_write_slots=i32(write_slots if write_slots is not None else [-1] * B),
         logits_indices=i64(wanted), is_decode=is_decode, q_lens=q_lens, k_lens=k_lens,
-        cu_seqlens_k=i32(cu_k), key_slots=i64(key_slots),
+        cu_seqlens_k=i32(cu_k), key_slots=torch.cat(key_slots).to(device) if key_slots else i64([]),
     )
 
 
