@@ -102,9 +102,11 @@ def test_stream_options_without_stream_is_refused(real_server, spy):
 
 
 def test_a_good_request_does_reach_the_engine(real_server, spy):
-    """The spy sees what gets through, so the test above is not vacuous."""
+    """The spy sees what gets through, so the test above is not vacuous. OpenAI fields that change
+    nothing here are accepted, as OpenAI accepts them."""
     before = len(spy)
-    response = _post(real_server, CHAT, {"messages": OK_MESSAGES, "max_tokens": 1})
+    body = {"messages": OK_MESSAGES, "max_tokens": 1, "user": "u1", "store": False, "metadata": {"k": "v"}}
+    response = _post(real_server, CHAT, body)
     assert response.status_code == 200
     assert len(spy) == before + 1
 

@@ -2,9 +2,10 @@
 
 Requests are validated here, before anything reaches the engine. Top-level request fields are
 strict (`extra="forbid"`): OpenAI answers an unknown parameter with 400, and so do we, which makes
-a misspelt `max_token` an error instead of a silent default. The accepted extensions are vLLM's
-sampling fields (`top_k`, `min_p`, `ignore_eos`, `stop_token_ids`). Message objects are lenient,
-because agents replay whatever the last response held (`reasoning_content`, `refusal`, ...).
+a misspelt `max_token` an error instead of a silent default. OpenAI's own fields that change
+nothing here (`user`, `store`, `metadata`, ...) are accepted and ignored; the accepted extensions
+are vLLM's sampling fields (`top_k`, `min_p`, `ignore_eos`, `stop_token_ids`). Message objects are
+lenient, because agents replay whatever the last response held (`reasoning_content`, `refusal`).
 
 Owns no engine or HTTP state.
 """
@@ -134,7 +135,14 @@ class _SamplingFields(_Strict):
     ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # OpenAI fields that do not change what this server computes: accepted and ignored, since
+    # OpenAI accepts them and agents send them.
     user: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
