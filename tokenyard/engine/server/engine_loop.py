@@ -145,12 +145,15 @@ class EngineLoop:
         by_request: dict[str, list[RequestOutput]] = {}
         for output in outputs:
             by_request.setdefault(output.request_id, []).append(output)
+        # One wake-up of each event loop per step, not one per request.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, list[RequestOutput]]]] = {}
         with self._lock:
-            targets = [(self._streams.get(rid), batch) for rid, batch in by_request.items()]
-        for target, batch in targets:
-            if target is not None:
-                loop, outputs_queue = target
-                loop.call_soon_threadsafe(outputs_queue.put_nowait, batch)
+            for request_id, batch in by_request.items():
+                if request_id in self._streams:
+                    loop, outputs_queue = self._streams[request_id]
+                    by_loop.setdefault(loop, []).append((outputs_queue, batch))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, items)
 
     def _fail_all(self) -> None:
         with self._lock:
@@ -168,6 +171,11 @@ class EngineLoop:
                 return
             if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
                 command.accepted.set_exception(RuntimeError("the engine loop died"))
+
+
+def _put_all(items: list[tuple[asyncio.Queue, list[RequestOutput]]]) -> None:
+    for outputs_queue, batch in items:
+        outputs_queue.put_nowait(batch)
 
 
 class RequestStream:

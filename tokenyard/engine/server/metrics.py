@@ -12,14 +12,13 @@ Owns the metric objects only.
 
 from __future__ import annotations
 
-import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from tokenyard.engine.outputs import RequestOutput
 
-# The `_created` series double every counter for no use here (vLLM turns them off too).
+# The `_created` series would double every counter and histogram for no use here.
 disable_created_metrics()
 
 # vLLM's buckets, trimmed to the range a CPU or one GPU sees.
@@ -29,77 +28,79 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 
 
 class Metrics:
+    """Called only from the engine thread (`request_added`, `observe_step`, `update_gauges`); the
+    HTTP side only renders."""
+
     def __init__(self, model_name: str):
         self.registry = CollectorRegistry()
-        labels = ["model_name"]
-        r = self.registry
+        r, labels = self.registry, ["model_name"]
+        self.model_name = model_name
 
-        def counter(name, doc, extra=()):
-            return Counter(f"tokenyard:{name}", doc, labels + list(extra), registry=r)
+        def one(metric):  # the model's child, created now so that it shows at 0 from the start
+            return metric.labels(model_name)
 
-        self.running = Gauge("tokenyard:num_requests_running", "Requests in a batch (prefilling or decoding).", labels, registry=r)
-        self.waiting = Gauge("tokenyard:num_requests_waiting", "Requests waiting to be scheduled.", labels, registry=r)
-        self.kv_usage = Gauge("tokenyard:kv_cache_usage_perc", "Fraction of KV-cache pages in use (1 = full).", labels, registry=r)
+        def counter(name, doc):
+            return one(Counter(f"tokenyard:{name}", doc, labels, registry=r))
+
+        def gauge(name, doc):
+            return one(Gauge(f"tokenyard:{name}", doc, labels, registry=r))
+
+        def histogram(name, doc, buckets):
+            return one(Histogram(f"tokenyard:{name}", doc, labels, buckets=buckets, registry=r))
+
+        self.running = gauge("num_requests_running", "Requests in a batch (prefilling or decoding).")
+        self.waiting = gauge("num_requests_waiting", "Requests waiting to be scheduled.")
+        self.kv_usage = gauge("kv_cache_usage_perc", "Fraction of KV-cache pages in use (1 = full).")
         self.prompt_tokens = counter("prompt_tokens", "Prompt tokens of accepted requests.")
         self.generation_tokens = counter("generation_tokens", "Generated tokens.")
         self.cache_queries = counter("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.")
         self.cache_hits = counter("prefix_cache_hits", "Prompt tokens served from the prefix cache.")
         self.preemptions = counter("num_preemptions", "Requests preempted (by recompute).")
-        self.finished = counter("request_success", "Finished requests by finish reason.", ["finished_reason"])
-        self.ttft = Histogram("tokenyard:time_to_first_token_seconds", "Time to first token.", labels, buckets=TTFT_BUCKETS, registry=r)
-        self.itl = Histogram("tokenyard:inter_token_latency_seconds", "Time between consecutive tokens.", labels, buckets=ITL_BUCKETS, registry=r)
-        self.e2e = Histogram("tokenyard:e2e_request_latency_seconds", "Request latency, acceptance to finish.", labels, buckets=E2E_BUCKETS, registry=r)
-        self.model_name = model_name
-        for metric in (self.running, self.waiting, self.prompt_tokens, self.generation_tokens, self.cache_queries,
-                       self.cache_hits, self.preemptions, self.ttft, self.itl, self.e2e):
-            metric.labels(model_name)  # present from the start, at 0
+        self.ttft = histogram("time_to_first_token_seconds", "Time to first token.", TTFT_BUCKETS)
+        self.itl = histogram("inter_token_latency_seconds", "Time between consecutive tokens.", ITL_BUCKETS)
+        self.e2e = histogram("e2e_request_latency_seconds", "Request latency, acceptance to finish.", E2E_BUCKETS)
+        self.finished = Counter("tokenyard:request_success", "Finished requests by finish reason.",
+                                labels + ["finished_reason"], registry=r)
         self._accepted: dict[str, float] = {}
         self._last_token: dict[str, float] = {}
         self._seen_preemptions = 0
-        self._lock = threading.Lock()
 
     def request_added(self, request_id: str, num_prompt_tokens: int) -> None:
-        with self._lock:
-            self._accepted[request_id] = time.perf_counter()
-        self.prompt_tokens.labels(self.model_name).inc(num_prompt_tokens)
+        self._accepted[request_id] = time.perf_counter()
+        self.prompt_tokens.inc(num_prompt_tokens)
 
     def observe_step(self, outputs: list[RequestOutput], stats: dict) -> None:
         now = time.perf_counter()
-        m = self.model_name
         for out in outputs:
-            with self._lock:
-                accepted = self._accepted.get(out.request_id, now)
-                last = self._last_token.get(out.request_id)
+            accepted = self._accepted.get(out.request_id, now)
             if out.new_token_ids:
-                self.generation_tokens.labels(m).inc(len(out.new_token_ids))
+                self.generation_tokens.inc(len(out.new_token_ids))
+                last = self._last_token.get(out.request_id)
                 if last is None:
-                    self.ttft.labels(m).observe(now - accepted)
-                    self.cache_queries.labels(m).inc(out.num_prompt_tokens)
-                    self.cache_hits.labels(m).inc(out.cached_tokens)
+                    self.ttft.observe(now - accepted)
+                    self.cache_queries.inc(out.num_prompt_tokens)
+                    self.cache_hits.inc(out.cached_tokens)
                 else:
                     # Several tokens in one step (a held-back stop-string prefix) share its time.
                     n = len(out.new_token_ids)
                     for _ in range(n):
-                        self.itl.labels(m).observe((now - last) / n)
-                with self._lock:
-                    self._last_token[out.request_id] = now
+                        self.itl.observe((now - last) / n)
+                self._last_token[out.request_id] = now
             if out.finished:
-                self.finished.labels(m, out.finish_reason or "unknown").inc()
-                self.e2e.labels(m).observe(now - accepted)
-                with self._lock:
-                    self._accepted.pop(out.request_id, None)
-                    self._last_token.pop(out.request_id, None)
+                self.finished.labels(self.model_name, out.finish_reason or "unknown").inc()
+                self.e2e.observe(now - accepted)
+                self._accepted.pop(out.request_id, None)
+                self._last_token.pop(out.request_id, None)
         self.update_gauges(stats)
 
     def update_gauges(self, stats: dict) -> None:
-        m = self.model_name
-        self.running.labels(m).set(stats["running"])
-        self.waiting.labels(m).set(stats["waiting"])
+        self.running.set(stats["running"])
+        self.waiting.set(stats["waiting"])
         if stats.get("total_pages"):
-            self.kv_usage.labels(m).set(1.0 - stats["free_pages"] / stats["total_pages"])
+            self.kv_usage.set(1.0 - stats["free_pages"] / stats["total_pages"])
         preemptions = stats.get("preemptions", 0)
         if preemptions > self._seen_preemptions:
-            self.preemptions.labels(m).inc(preemptions - self._seen_preemptions)
+            self.preemptions.inc(preemptions - self._seen_preemptions)
             self._seen_preemptions = preemptions
 
     def render(self) -> bytes:
