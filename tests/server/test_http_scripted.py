@@ -243,3 +243,21 @@ def test_a_dying_engine_loop_fails_open_requests_and_health_turns_503(qwen_token
         assert refused.value.status_code == 503
     finally:
         server.stop()
+
+
+def test_an_unexpected_server_error_is_a_500_with_an_openai_error_body(qwen_tokenizer_dir):
+    tokenizer = qwen_tokenizer(qwen_tokenizer_dir)
+    engine, server, _ = _start(tokenizer, "hermes")
+    try:
+        def broken(*args, **kwargs):
+            raise RuntimeError("tokenizer exploded")
+
+        tokenizer.encode = broken
+        response = httpx.post(f"{server.url}/tokenize", json={"prompt": "hello"})
+        assert response.status_code == 500
+        assert response.json()["error"] == {
+            "message": "RuntimeError: tokenizer exploded", "type": "server_error", "param": None, "code": None,
+        }
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        server.stop()

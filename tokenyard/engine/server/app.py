@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,8 @@ from tokenyard.engine.server.protocol import (
 )
 from tokenyard.engine.server.serving import ServerState, check_alive, check_model, check_token_ids
 from tokenyard.engine.server.tool_parsers import ToolParser
+
+log = logging.getLogger("tokenyard.server")
 
 
 def build_app(
@@ -153,6 +156,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             if "input" in first and kind != "missing":
                 message += f" (got {json.dumps(first['input'], default=str)[:200]})"
         return error_response(APIError(message, status_code=400, param=param))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response(APIError(f"{type(exc).__name__}: {exc}", status_code=500, type="server_error"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -164,11 +164,9 @@ class EngineLoop:
                 finished=True, finish_reason="error", error=f"engine loop died: {self.error}",
             )
             loop.call_soon_threadsafe(outputs_queue.put_nowait, [failed])
-        while True:  # a request added after the failure must not wait forever
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return
+        # Keep answering: an add that raced the failure must be refused, not left waiting.
+        while not self._stopping:
+            command = self._commands.get()
             if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
                 command.accepted.set_exception(RuntimeError("the engine loop died"))
 

@@ -19,7 +19,7 @@ from tokenyard.engine.outputs import RequestOutput
 from tokenyard.engine.params import SamplingParams
 from tokenyard.engine.server.engine_loop import RequestStream
 from tokenyard.engine.server.protocol import APIError
-from tokenyard.engine.server.serving import ServerState, raise_if_failed
+from tokenyard.engine.server.serving import ServerState, check_alive, raise_if_failed
 
 EngineRequest = tuple[str, list[int], SamplingParams]  # request id, prompt token ids, sampling
 
@@ -47,6 +47,7 @@ async def admit(state: ServerState, requests: list[EngineRequest]) -> list[Reque
         close_all(admitted)
         if isinstance(exc, ValueError):
             raise APIError(str(exc)) from None
+        check_alive(state)  # the loop died meanwhile: 503
         raise
     return admitted
 
