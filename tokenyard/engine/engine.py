@@ -15,7 +15,7 @@ import threading
 
 import torch
 
-from tokenyard.engine.cache import IdPool, memory_budget, num_pages_for_budget
+from tokenyard.engine.cache import IdPool, PagePool, memory_budget, num_pages_for_budget
 from tokenyard.engine.detokenizer import IncrementalDetokenizer
 from tokenyard.engine.loader import load_checkpoint
 from tokenyard.engine.models import ModelCaches, model_class
@@ -55,6 +55,7 @@ class LLMEngine:
         kv_cache_memory: int | None = None,
         gpu_memory_utilization: float = 0.85,
         num_state_slots: int | None = None,
+        enable_prefix_caching: bool = True,
     ):
         if model is None:
             from tokenyard.engine.default_model import default_model_path
@@ -88,11 +89,13 @@ class LLMEngine:
                              f"cache holds {capacity} tokens ({num_pages} pages of {page_size})")
         self.max_model_len = max_model_len or min(config_len, capacity)
         self.scheduler = Scheduler(
-            pages=IdPool("page", num_pages),
+            pages=PagePool(num_pages, page_size),
             slots=IdPool("state slot", num_slots) if spec.has_gdn else None,
             page_size=page_size,
             max_num_batched_tokens=max_num_batched_tokens or (8192 if cuda else 2048),
             max_num_seqs=max_num_seqs,
+            # GDN layers would also need state checkpoints at page boundaries: not yet
+            prefix_caching=enable_prefix_caching and not spec.has_gdn,
         )
         self.runner = ModelRunner(self.model, self.caches, self.device, has_state=spec.has_gdn)
         self._lock = threading.Lock()
@@ -232,12 +235,15 @@ class LLMEngine:
             return {
                 "running": len(s.running),
                 "waiting": len(s.waiting),
-                "free_pages": s.pages.num_free,
+                "free_pages": s.pages.num_free,         # unused or evictable cached
+                "cached_pages": s.pages.num_cached,     # of which hold a cached prefix
                 "total_pages": s.pages.capacity,
                 "free_slots": s.slots.num_free if s.slots else 0,
                 "total_slots": s.slots.capacity if s.slots else 0,
                 "page_size": s.page_size,
                 "preemptions": s.num_preemptions,
+                "prefix_cache_queries": s.prefix_queries,  # tokens looked up
+                "prefix_cache_hits": s.prefix_hits,        # tokens found
                 "prompt_tokens": self.counters["prompt_tokens"],
                 "generation_tokens": self.counters["generation_tokens"],
             }

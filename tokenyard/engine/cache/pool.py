@@ -1,8 +1,8 @@
-"""A pool of integer ids: the page pool (KV / MLA latent pages) and the GDN state-slot pool.
+"""A pool of integer ids with no sharing: the GDN state-slot pool.
 
-Owns which ids are free. Who holds the others is recorded on the requests (`Request.pages`,
-`Request.slot`); the scheduler's invariant checker reconciles the two. No tensors here: the ids
-index the tensors of `ModelCaches`.
+Owns which ids are free. Who holds the others is recorded on the requests (`Request.slot`); the
+scheduler's invariant checker reconciles the two. No tensors here: the ids index the state tensors
+of `ModelCaches`. (Pages, which requests share through the prefix cache, have `PagePool`.)
 """
 
 from __future__ import annotations

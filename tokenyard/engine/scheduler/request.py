@@ -54,6 +54,7 @@ class Request:
         self.token_ids = list(prompt_token_ids)   # prompt, then every generated token
         self.num_computed_tokens = 0              # tokens whose keys/states are in the caches
         self.pages: list[int] = []                # owned pages, in sequence order
+        self.page_keys: list[int] = []            # prefix keys of its first full pages (prefix cache)
         self.slot: int | None = None              # owned GDN state slot
         self.num_cached_tokens = 0                # prompt tokens served from the prefix cache
         self.num_preemptions = 0

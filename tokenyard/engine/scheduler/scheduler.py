@@ -8,16 +8,19 @@ Policy (continuous batching under a token budget):
      prompt + generated tokens again), itself if it is the most recent;
   2. then, unless this step preempted, waiting requests in order, as long as budget,
      `max_num_seqs`, pages and slots allow, with no preemption on their behalf; a long prompt is
-     prefilled in chunks over several steps.
+     prefilled in chunks over several steps. With prefix caching, an admitted request first takes
+     the longest run of already computed full pages that its tokens begin with (never all of its
+     tokens: the last one is always computed, to give logits) and starts computing after them.
 A request samples a token in a step whose chunk reaches the end of its tokens.
 May not touch: tensors, the model, the tokenizer.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from tokenyard.engine.cache.pages import PagePool, chain_hash
 from tokenyard.engine.cache.pool import IdPool
 from tokenyard.engine.scheduler.request import Request, RequestStatus
 
@@ -41,13 +44,15 @@ class ScheduledBatch:
 class Scheduler:
     def __init__(
         self,
-        pages: IdPool,
+        pages: PagePool,
         slots: IdPool | None,
         page_size: int,
         max_num_batched_tokens: int,
         max_num_seqs: int,
+        prefix_caching: bool = False,
     ):
         self.pages = pages
+        self.prefix_caching = prefix_caching
         self.slots = slots                # None when the model has no GDN layers
         self.page_size = page_size
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -56,6 +61,8 @@ class Scheduler:
         self.running: list[Request] = []
         self.requests: dict[str, Request] = {}
         self.num_preemptions = 0
+        self.prefix_queries = 0           # tokens looked up in the prefix index
+        self.prefix_hits = 0              # of which found
 
     # -- requests in and out -------------------------------------------------------------------
 
@@ -104,10 +111,14 @@ class Scheduler:
             request = self.waiting[0]
             if self.slots is not None and request.slot is None and self.slots.num_free == 0:
                 break
-            n = self._fit(request, min(request.num_tokens - request.num_computed_tokens, budget))
-            if n == 0:
+            hits, keys = self._lookup(request)
+            taken_from_free = sum(1 for p in hits if self.pages.ref_count[p] == 0)
+            room = (self.pages.num_free - taken_from_free) * self.page_size
+            n = min(request.num_tokens - len(hits) * self.page_size, budget, room)
+            if n <= 0:
                 break
             self.waiting.popleft()
+            self._reuse(request, hits, keys)
             request.transition(RequestStatus.PREFILLING)
             if self.slots is not None:
                 request.slot = self.slots.allocate(1)[0]
@@ -115,6 +126,23 @@ class Scheduler:
             self._take(request, n, batch)
             budget -= n
         return batch
+
+    def _lookup(self, request: Request) -> tuple[list[int], list[int]]:
+        """Cached pages the request's tokens begin with (none when it wants prompt logprobs, which
+        are only computed for tokens the request runs itself)."""
+        if not self.prefix_caching or request.params.prompt_logprobs is not None:
+            return [], []
+        return self.pages.lookup(request.token_ids, (request.num_tokens - 1) // self.page_size)
+
+    def _reuse(self, request: Request, hits: list[int], keys: list[int]) -> None:
+        self.pages.acquire(hits)
+        request.pages, request.page_keys = list(hits), list(keys)
+        request.num_computed_tokens = len(hits) * self.page_size
+        if request.num_preemptions == 0:
+            request.num_cached_tokens = request.num_computed_tokens
+        if self.prefix_caching:
+            self.prefix_queries += request.num_tokens
+            self.prefix_hits += request.num_computed_tokens
 
     def _fit(self, request: Request, wanted: int) -> int:
         """How many of `wanted` new tokens fit in the request's pages plus the free ones."""
@@ -152,7 +180,7 @@ class Scheduler:
 
     def _release(self, request: Request) -> None:
         self.pages.release(request.pages)
-        request.pages = []
+        request.pages, request.page_keys = [], []
         if request.slot is not None:
             self.slots.release([request.slot])
             request.slot = None
@@ -163,28 +191,37 @@ class Scheduler:
         """Account for a finished forward pass: computed tokens move on, sampled tokens join."""
         for request, n, token in zip(batch.requests, batch.num_new_tokens, sampled):
             request.num_computed_tokens += n
+            if self.prefix_caching:
+                self._register_full_pages(request)
             if token is not None:
                 request.token_ids.append(token)
                 if request.status == RequestStatus.PREFILLING:
                     request.transition(RequestStatus.DECODING)
 
+    def _register_full_pages(self, request: Request) -> None:
+        for i in range(len(request.page_keys), request.num_computed_tokens // self.page_size):
+            tokens = request.token_ids[i * self.page_size:(i + 1) * self.page_size]
+            key = chain_hash(request.page_keys[-1] if request.page_keys else 0, tokens)
+            self.pages.register(request.pages[i], key, tokens)
+            request.page_keys.append(key)
+
     # -- the invariant ---------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """free + owned + cached == capacity for pages and slots, nothing owned twice, and only
-        running requests own anything. (No prefix cache yet: cached is 0.)"""
-        for pool, owned in (
-            (self.pages, [p for r in self.requests.values() for p in r.pages]),
-            (self.slots, [r.slot for r in self.requests.values() if r.slot is not None]),
-        ):
-            if pool is None:
-                continue
-            free = pool.free_ids()
-            everything = owned + free
-            assert len(everything) == len(set(everything)), f"{pool.name}: an id is owned twice or owned and free"
-            assert set(everything) == set(range(pool.capacity)), (
-                f"{pool.name}: free {len(free)} + owned {len(owned)} + cached 0 != capacity {pool.capacity}"
-            )
+        """free + owned + cached == capacity for pages (a page owned by k requests has ref_count k)
+        and free + owned == capacity for slots; nothing in two states; only running requests own."""
+        owned = Counter(p for r in self.requests.values() for p in r.pages)
+        free, cached = self.pages.free_ids(), self.pages.cached_ids()
+        everything = list(owned) + free + cached
+        assert len(everything) == len(set(everything)), "a page is in two of free / owned / cached"
+        assert set(everything) == set(range(self.pages.capacity)), (
+            f"pages: free {len(free)} + owned {len(owned)} + cached {len(cached)} != capacity {self.pages.capacity}")
+        for page, holders in owned.items():
+            assert self.pages.ref_count[page] == holders, f"page {page}: ref_count {self.pages.ref_count[page]}, held by {holders}"
+        assert all(self.pages.ref_count[p] == 0 for p in free + cached), "a free or cached page has references"
+        if self.slots is not None:
+            slots = [r.slot for r in self.requests.values() if r.slot is not None] + self.slots.free_ids()
+            assert sorted(slots) == list(range(self.slots.capacity)), f"state slots: free + owned != {self.slots.capacity}"
         for request in self.requests.values():
             holds = bool(request.pages) or request.slot is not None
             assert not holds or request in self.running, f"{request} holds memory but is not running"

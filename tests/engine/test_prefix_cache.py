@@ -1,0 +1,75 @@
+"""The prefix cache: a request that begins with already computed full pages reuses them, reports
+them as cached_tokens, and generates exactly what it would have without the cache."""
+
+from __future__ import annotations
+
+from tests.engine.conftest import engine, hf_greedy, run
+from tests.engine.test_dense_vs_transformers import GREEDY, prompts
+from tests.engine.test_scheduler import add, make, step
+from tokenyard.engine import SamplingParams
+from tokenyard.engine.scheduler.request import RequestStatus
+
+
+def test_second_turn_reuses_the_first_turns_pages_and_matches_transformers(tiny_llama):
+    path, hf = tiny_llama
+    eng = engine(path, page_size=8)
+    first_turn = prompts(1, seed=31, low=45, high=45)[0]
+    first = run(eng, [first_turn], GREEDY)["r0"]
+    assert first.cached_tokens == 0
+    second_turn = first_turn + first.token_ids + prompts(1, seed=32, low=10, high=10)[0]
+    second = run(eng, [second_turn], GREEDY)["r0"]
+    # the first turn's prompt and all but its last generated token are in the cache, in full pages
+    assert second.cached_tokens == (len(first_turn) + 31) // 8 * 8
+    assert second.token_ids == hf_greedy(hf, second_turn, 32)
+    stats = eng.stats()
+    assert stats["prefix_cache_hits"] == second.cached_tokens and stats["cached_pages"] > 0
+    uncached = run(engine(path, page_size=8, enable_prefix_caching=False), [second_turn], GREEDY)["r0"]
+    assert uncached.cached_tokens == 0 and uncached.token_ids == second.token_ids
+
+
+def test_identical_prompt_recomputes_only_its_last_page(tiny_llama):
+    path, _ = tiny_llama
+    eng = engine(path, page_size=4)
+    prompt = prompts(1, seed=33, low=16, high=16)[0]
+    a = run(eng, [prompt], GREEDY)["r0"]
+    b = run(eng, [prompt], GREEDY)["r0"]
+    assert b.cached_tokens == 12 and b.token_ids == a.token_ids
+
+
+def test_shared_prefix_pages_are_shared_by_running_requests(tiny_llama):
+    path, hf = tiny_llama
+    eng = engine(path, page_size=4)
+    system = prompts(1, seed=34, low=32, high=32)[0]
+    run(eng, [system + [1]], SamplingParams(max_tokens=1))
+    batch = [system + tail for tail in prompts(4, seed=35, low=3, high=9)]
+    pages_seen = []
+    outs = run(eng, batch, GREEDY, on_step=lambda e, n: pages_seen.append(
+        [tuple(r.pages[:8]) for r in e.scheduler.running]))
+    assert any(len(set(step_pages)) == 1 and len(step_pages) == 4 for step_pages in pages_seen)
+    for i, p in enumerate(batch):
+        assert outs[f"r{i}"].cached_tokens == 32
+        assert outs[f"r{i}"].token_ids == hf_greedy(hf, p, 32)
+
+
+def test_eviction_under_memory_pressure_keeps_results_and_invariants(tiny_llama):
+    path, hf = tiny_llama
+    eng = engine(path, kv_cache_memory=12 * 16 * 2 * 2 * 2 * 16 * 4)   # 12 pages of 16 tokens
+    batch = prompts(10, seed=36, low=20, high=70)
+    assert sum(len(p) + 32 for p in batch) > 3 * 12 * 16   # far more than fits: pages get evicted
+    for i, p in enumerate(batch):
+        out = run(eng, [p], GREEDY)["r0"]
+        assert out.token_ids == hf_greedy(hf, p, 32), f"prompt {i}"
+    assert eng.stats()["free_pages"] == eng.stats()["total_pages"]
+
+
+def test_lookup_never_covers_the_last_token_and_counts_references():
+    s = make(pages=16, page_size=4, budget=64, prefix_caching=True)
+    a = add(s, "a", 8, 0)
+    step(s)
+    b = add(s, "b", 8, 1)              # same 8 tokens: only the first page may be reused
+    batch = step(s)
+    assert b.num_cached_tokens == 4 and batch.num_new_tokens[-1] == 4
+    assert b.pages[0] == a.pages[0] and s.pages.ref_count[a.pages[0]] == 2
+    s.finish(a, RequestStatus.FINISHED_STOPPED)
+    s.check_invariants()
+    assert s.pages.ref_count[b.pages[0]] == 1
