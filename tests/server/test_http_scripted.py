@@ -171,6 +171,17 @@ def test_replayed_tool_calls_and_tool_results_are_rendered_by_the_chat_template(
     )
 
 
+def test_chat_template_kwargs_reach_the_template(hermes):
+    engine, server, client = hermes
+    _ask(client, "hello", extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    assert engine.prompts[-1].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    _ask(client, "hello")
+    assert engine.prompts[-1].endswith("<|im_start|>assistant\n")
+    refused = httpx.post(f"{server.url}/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hello"}], "chat_template_kwargs": {"tools": []}})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "chat_template_kwargs"
+
+
 def test_n_choices_each_get_an_answer(hermes):
     engine, _, client = hermes
     response = _ask(client, "hello", n=3)

@@ -62,10 +62,11 @@ def _template_messages(messages) -> list[dict]:
     return out
 
 
-def render_chat(state: ServerState, messages, tools: list[dict] | None, add_generation_prompt: bool = True) -> list[int]:
+def render_chat(state: ServerState, messages, tools: list[dict] | None, add_generation_prompt: bool = True,
+                template_kwargs: dict | None = None) -> list[int]:
     try:
         return state.tokenizer.apply_chat_template(
-            _template_messages(messages), tools=tools, add_generation_prompt=add_generation_prompt,
+            _template_messages(messages), tools, add_generation_prompt, **(template_kwargs or {}),
         )
     except Exception as exc:  # a template's raise_exception, or one it hits on odd input
         raise APIError(f"messages could not be rendered with the model's chat template: {exc}", param="messages") from exc
@@ -99,7 +100,7 @@ def _plan_chat(state: ServerState, body: ChatCompletionRequest, request_id: str)
             forced_prefix = parser.forced_prefix(None)
         elif isinstance(tool_choice, NamedToolChoice):
             forced_prefix = parser.forced_prefix(tool_choice.function.name)
-    prompt = render_chat(state, body.messages, tools)
+    prompt = render_chat(state, body.messages, tools, template_kwargs=body.chat_template_kwargs)
     if forced_prefix:
         prompt = prompt + state.tokenizer.encode(forced_prefix, add_special_tokens=False)
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"

@@ -4,8 +4,9 @@ Requests are validated here, before anything reaches the engine. Top-level reque
 strict (`extra="forbid"`): OpenAI answers an unknown parameter with 400, and so do we, which makes
 a misspelt `max_token` an error instead of a silent default. OpenAI's own fields that change
 nothing here (`user`, `store`, `metadata`, ...) are accepted and ignored; the accepted extensions
-are vLLM's sampling fields (`top_k`, `min_p`, `ignore_eos`, `stop_token_ids`). Message objects are
-lenient, because agents replay whatever the last response held (`reasoning_content`, `refusal`).
+are vLLM's: sampling fields (`top_k`, `min_p`, `ignore_eos`, `stop_token_ids`) and
+`chat_template_kwargs`. Message objects are lenient, because agents replay whatever the last
+response held (`reasoning_content`, `refusal`).
 
 Owns no engine or HTTP state.
 """
@@ -191,6 +192,15 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's: e.g. {"enable_thinking": false} for Qwen3
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _own_names(cls, value: dict | None) -> dict | None:
+        taken = sorted(set(value or {}) & {"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"})
+        if taken:
+            raise ValueError(f"{taken} are set by the server, not by chat_template_kwargs")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "ChatCompletionRequest":
