@@ -1,0 +1,76 @@
+"""The NVIDIA backend's Triton kernels compute the reference backend's function: checked on the CPU
+with Triton's interpreter (TRITON_INTERPRET=1) at tiny fp32 shapes.
+
+The interpreter must be switched on before Triton is imported, so the kernels run in one child
+process (tests/gpu/cases.py builds the inputs and compares, as on the GPU); each case below is one
+test. bf16 is not checked here (the interpreter mishandles it); tests/gpu covers it on a device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+GPU_TESTS = Path(__file__).parent / "gpu"
+
+CASES = [
+    ("rms_norm", dict(T=5, D=48)),
+    ("rms_norm", dict(T=7, D=40, residual=True, offset=1.0)),
+    ("gated_rms_norm", dict(T=3, H=2, D=32)),
+    ("qk_norm_rope", dict(T=3, Hq=4, Hk=2, D=32, rot=16, style="neox", offset=1.0)),
+    ("qk_norm_rope", dict(T=2, Hq=2, Hk=1, D=32, rot=32, style="gptj")),
+    ("silu_and_mul", dict(T=3, I=40)),
+    ("gdn_gating", dict(T=5, Hv=6)),
+    ("causal_conv1d_extend", dict(lens=[5, 1, 2], C=24, resume=False, skip_write=True)),
+    ("causal_conv1d_extend", dict(lens=[2, 6], C=20, inplace=True, bias=False)),
+    ("causal_conv1d_decode", dict(B=3, C=24, resume=False, skip_write=True)),
+    ("causal_conv1d_decode", dict(B=2, C=20, inplace=True)),
+    ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=16, resume=False, skip_write=True)),
+    ("gdn_decode", dict(B=2, Hk=1, Hv=2, K=16, V=32, inplace=True, l2norm=False)),
+    ("gdn_extend", dict(lens=[70, 3], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
+    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=1, K=16, V=32, inplace=True)),
+    ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False)),
+    ("kv_cache_write", dict(T=9, Hk=2, D=16, page=4, kv_lens=[8, 8])),
+    ("attention_extend", dict(q_lens=[5, 3, 1], kv_lens=[5, 11, 9], Hq=4, Hk=2, D=16, page=4)),
+    ("attention_decode", dict(kv_lens=[1, 37, 100], Hq=4, Hk=1, D=16, page=4)),
+]
+
+CHILD = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+import cases
+from tokenyard.backends.nvidia import kernels
+fns = {op: fn for op, fn, _ in kernels()}
+for op, shape in json.loads(sys.argv[2]):
+    torch.manual_seed(0)
+    try:
+        err = cases.check(op, fns[op], cases.make(op, "cpu", torch.float32, **shape))
+        print(json.dumps({"ok": True, "error": err}), flush=True)
+    except Exception as exc:
+        print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def results() -> list:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(GPU_TESTS), json.dumps(CASES)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    return lines
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{op}-{i}" for i, (op, _) in enumerate(CASES)])
+def test_kernel_matches_reference_under_interpreter(results, index):
+    result = results[index]
+    assert result["ok"], f"{CASES[index]}: {result['error']}"

@@ -1,0 +1,605 @@
+"""Gated DeltaNet Triton kernels: gating, the short causal conv (extend and decode) and the gated
+delta rule (chunked extend, one-step decode), over the engine's state-slot pools.
+
+Owns these ops' NVIDIA kernels; the pools' allocation belongs to the engine. Semantics are the
+reference backend's (tokenyard/backends/reference/gdn.py states the math): read slot −1 starts from
+zeros, write slot −1 writes nothing, every read of a slot precedes the write of it, so read == write
+is in place. No kernel here reads a device value on the host: decode ops are graph-capturable and
+extend ops launch without a sync (varlen chunk indices are found in-kernel from cu_seqlens).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 64
+L2NORM_EPS = 1e-6
+
+
+@triton.jit
+def _find_block(cu_ptr, B, pid, BLOCK: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Map a flat block id over all sequences (each cut into ceil(len/BLOCK) blocks, sequence
+    after sequence) to (sequence, block within it, valid). The grid is sized ceil(T/BLOCK) + B."""
+    i = tl.arange(0, BLOCK_B)
+    starts = tl.load(cu_ptr + i, mask=i < B, other=0)
+    ends = tl.load(cu_ptr + i + 1, mask=i < B, other=0)
+    n = (ends - starts + BLOCK - 1) // BLOCK
+    first = tl.cumsum(n, 0) - n
+    hit = (pid >= first) & (pid < first + n)
+    seq = tl.sum(tl.where(hit, i, 0), 0)
+    blk = tl.sum(tl.where(hit, pid - first, 0), 0)
+    valid = tl.sum(hit.to(tl.int32), 0) > 0
+    return seq, blk, valid
+
+
+# --- gating --------------------------------------------------------------------------------------
+# g = −exp(A_log)·softplus(a + dt_bias), β = sigmoid(b); softplus(x) = x above 20 (torch's threshold)
+
+
+@triton.jit
+def _gating_kernel(alog_ptr, a_ptr, dt_ptr, b_ptr, g_ptr, beta_ptr, N, HV, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    h = offs % HV
+    a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    alog = tl.load(alog_ptr + h, mask=mask, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + h, mask=mask, other=0.0).to(tl.float32)
+    x = a + dt
+    softplus = tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+    tl.store(g_ptr + offs, -tl.exp(alog) * softplus, mask=mask)
+    tl.store(beta_ptr + offs, tl.sigmoid(b), mask=mask)
+
+
+def gdn_gating(*, A_log, a, dt_bias, b):
+    a, b = a.contiguous(), b.contiguous()
+    g = torch.empty(a.shape, dtype=torch.float32, device=a.device)
+    beta = torch.empty_like(g)
+    n = a.numel()
+    if n:
+        _gating_kernel[(triton.cdiv(n, 1024),)](A_log, a, dt_bias, b, g, beta, n, a.shape[-1], BLOCK=1024, num_warps=4)
+    return g, beta
+
+
+# --- causal conv1d -------------------------------------------------------------------------------
+# y[t, c] = act(bias_c + Σ_{j<W} w[c, j]·x̃[t − W + 1 + j, c]), x̃ = [state ‖ x] per sequence
+# (state = the last W−1 inputs, oldest first). Every (token, channel) tile is independent: a token
+# near its sequence's start reads the window's head from the read slot. The final states are
+# written by a second launch so no program overwrites a state another still reads.
+
+
+@triton.jit
+def _conv1d_extend_kernel(
+    x_ptr, w_ptr, bias_ptr, state_ptr, y_ptr, cu_ptr, rs_ptr, T, C, B, stride_x, stride_y, stride_s,
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    tm = t < T
+    cm = c < C
+    seq = tl.zeros([BLOCK_T], dtype=tl.int32)
+    for b in range(1, B):
+        seq += (t >= tl.load(cu_ptr + b)).to(tl.int32)
+    start = tl.load(cu_ptr + seq, mask=tm, other=0)
+    rslot = tl.load(rs_ptr + seq, mask=tm, other=-1).to(tl.int64)
+    acc = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c, mask=cm, other=0.0).to(tl.float32)[None, :]
+    m2 = tm[:, None] & cm[None, :]
+    for j in tl.static_range(W):
+        p = t - (W - 1) + j
+        in_x = p >= start
+        xv = tl.load(x_ptr + p.to(tl.int64)[:, None] * stride_x + c[None, :], mask=m2 & in_x[:, None], other=0.0)
+        sidx = (W - 1) + p - start
+        in_s = (~in_x) & (rslot >= 0)
+        sv = tl.load(state_ptr + rslot[:, None] * stride_s + c[None, :] * (W - 1) + sidx[:, None],
+                     mask=m2 & in_s[:, None], other=0.0)
+        wj = tl.load(w_ptr + c * W + j, mask=cm, other=0.0).to(tl.float32)
+        acc += (xv.to(tl.float32) + sv.to(tl.float32)) * wj[None, :]
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    tl.store(y_ptr + t.to(tl.int64)[:, None] * stride_y + c[None, :], acc.to(y_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def _conv1d_final_state_kernel(
+    x_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, C, stride_x, stride_s,
+    W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    b = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    kk = tl.arange(0, BLOCK_W)
+    start = tl.load(cu_ptr + b)
+    end = tl.load(cu_ptr + b + 1)
+    rs = tl.load(rs_ptr + b).to(tl.int64)
+    ws = tl.load(ws_ptr + b).to(tl.int64)
+    p = end - (W - 1) + kk  # positions of the new state's entries
+    m = tl.where(ws >= 0, (c < C)[:, None] & (kk < W - 1)[None, :], False)
+    in_x = p >= start
+    xv = tl.load(x_ptr + p.to(tl.int64)[None, :] * stride_x + c[:, None], mask=m & in_x[None, :], other=0.0)
+    sv = tl.load(state_ptr + rs * stride_s + c[:, None] * (W - 1) + ((W - 1) + p - start)[None, :],
+                 mask=tl.where(rs >= 0, m & (~in_x)[None, :], False), other=0.0)
+    new = xv.to(tl.float32) + sv.to(tl.float32)
+    tl.store(state_ptr + ws * stride_s + c[:, None] * (W - 1) + kk[None, :], new.to(state_ptr.dtype.element_ty), mask=m)
+
+
+def causal_conv1d_extend(*, x, w, bias, conv_state, cu_seqlens, read_slots, write_slots, activation):
+    T, C = x.shape
+    W = w.shape[1]
+    B = cu_seqlens.shape[0] - 1
+    wc = w.contiguous()
+    if conv_state.stride(2) != 1 or conv_state.stride(1) != W - 1:
+        raise ValueError("causal_conv1d_extend: conv_state must be contiguous per slot [S, C, W-1]")
+    y = torch.empty_like(x)
+    block_c = min(256, triton.next_power_of_2(C))
+    if T > 0:
+        _conv1d_extend_kernel[(triton.cdiv(T, 32), triton.cdiv(C, block_c))](
+            x, wc, bias if bias is not None else wc, conv_state, y, cu_seqlens, read_slots, T, C, B,
+            x.stride(0), y.stride(0), conv_state.stride(0),
+            W=W, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_T=32, BLOCK_C=block_c, num_warps=8,
+        )
+    if B > 0:
+        _conv1d_final_state_kernel[(B, triton.cdiv(C, block_c))](
+            x, conv_state, cu_seqlens, read_slots, write_slots, C, x.stride(0), conv_state.stride(0),
+            W=W, BLOCK_C=block_c, BLOCK_W=triton.next_power_of_2(max(W - 1, 1)), num_warps=4,
+        )
+    return y
+
+
+@triton.jit
+def _conv1d_decode_kernel(
+    x_ptr, w_ptr, bias_ptr, state_ptr, y_ptr, rs_ptr, ws_ptr, C, stride_x, stride_y, stride_s,
+    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    b = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    kk = tl.arange(0, BLOCK_W)
+    cm = c < C
+    rs = tl.load(rs_ptr + b).to(tl.int64)
+    ws = tl.load(ws_ptr + b).to(tl.int64)
+    x = tl.load(x_ptr + b * stride_x + c, mask=cm, other=0.0).to(tl.float32)
+    # window = [state[0..W-2] ‖ x]; the new state is window[1..W-1]
+    sm = tl.where(rs >= 0, cm[:, None] & (kk < W - 1)[None, :], False)
+    srow = state_ptr + rs * stride_s + c[:, None] * (W - 1)
+    s = tl.load(srow + kk[None, :], mask=sm, other=0.0).to(tl.float32)
+    s_next = tl.load(srow + kk[None, :] + 1, mask=sm & (kk < W - 2)[None, :], other=0.0).to(tl.float32)
+    wm = cm[:, None] & (kk < W - 1)[None, :]
+    wt = tl.load(w_ptr + c[:, None] * W + kk[None, :], mask=wm, other=0.0).to(tl.float32)
+    wl = tl.load(w_ptr + c * W + (W - 1), mask=cm, other=0.0).to(tl.float32)
+    acc = tl.sum(s * wt, axis=1) + wl * x
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    tl.store(y_ptr + b * stride_y + c, acc.to(y_ptr.dtype.element_ty), mask=cm)
+    new = tl.where((kk == W - 2)[None, :], x[:, None], s_next)
+    tl.store(state_ptr + ws * stride_s + c[:, None] * (W - 1) + kk[None, :], new.to(state_ptr.dtype.element_ty),
+             mask=tl.where(ws >= 0, wm, False))
+
+
+def causal_conv1d_decode(*, x, w, bias, conv_state, read_slots, write_slots, activation):
+    B, C = x.shape
+    W = w.shape[1]
+    wc = w.contiguous()
+    if conv_state.stride(2) != 1 or conv_state.stride(1) != W - 1:
+        raise ValueError("causal_conv1d_decode: conv_state must be contiguous per slot [S, C, W-1]")
+    y = torch.empty_like(x)
+    block_c = min(512, triton.next_power_of_2(C))
+    if B > 0:
+        _conv1d_decode_kernel[(B, triton.cdiv(C, block_c))](
+            x, wc, bias if bias is not None else wc, conv_state, y, read_slots, write_slots, C,
+            x.stride(0), y.stride(0), conv_state.stride(0),
+            W=W, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_C=block_c,
+            BLOCK_W=triton.next_power_of_2(max(W - 1, 2)), num_warps=4,
+        )
+    return y
+
+
+# --- gdn_decode ----------------------------------------------------------------------------------
+# One step per (sequence, v-head, V block), the state tile S[K, BV] in registers:
+#   S ← e^g S;  u = β(v − Sᵀk);  S ← S + k uᵀ;  o = scale·Sᵀq.
+# Memory-bound on the fp32 state (read once, written once); BV sets how many programs share a head.
+
+
+@triton.jit
+def _gdn_decode_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, state_ptr, rs_ptr, ws_ptr, o_ptr, scale,
+    stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_gb, stride_bb,
+    stride_ob, stride_oh, stride_s, HV, GROUP,
+    K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, L2NORM: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = pid // HV
+    hv = pid % HV
+    hk = hv // GROUP
+    vb = tl.program_id(1)
+    ks = tl.arange(0, K)
+    vs = vb * BV + tl.arange(0, BV)
+    rs = tl.load(rs_ptr + b).to(tl.int64)
+    ws = tl.load(ws_ptr + b).to(tl.int64)
+    s_off = hv * (K * V) + ks[:, None] * V + vs[None, :]
+    S = tl.load(state_ptr + rs * stride_s + s_off, mask=tl.where(rs >= 0, s_off >= 0, False), other=0.0)
+    q = tl.load(q_ptr + b * stride_qb + hk * stride_qh + ks).to(tl.float32)
+    k = tl.load(k_ptr + b * stride_kb + hk * stride_kh + ks).to(tl.float32)
+    v = tl.load(v_ptr + b * stride_vb + hv * stride_vh + vs).to(tl.float32)
+    g = tl.load(g_ptr + b * stride_gb + hv).to(tl.float32)
+    beta = tl.load(beta_ptr + b * stride_bb + hv).to(tl.float32)
+    if L2NORM:
+        q = q * tl.rsqrt(tl.sum(q * q, 0) + 1e-6)
+        k = k * tl.rsqrt(tl.sum(k * k, 0) + 1e-6)
+    S = S * tl.exp(g)
+    u = beta * (v - tl.sum(k[:, None] * S, 0))
+    S = S + k[:, None] * u[None, :]
+    o = tl.sum((q * scale)[:, None] * S, 0)
+    tl.store(o_ptr + b * stride_ob + hv * stride_oh + vs, o.to(o_ptr.dtype.element_ty))
+    tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
+
+
+def decode_config(batch: int, heads: int, v: int) -> tuple[int, int]:
+    """(BV, num_warps) for gdn_decode: enough programs to cover the SMs at small batch, wide
+    16-byte rows at large batch."""
+    if batch * heads <= 64:
+        return min(v, 16), 2
+    if batch * heads <= 512:
+        return min(v, 32), 4
+    return min(v, 64), 4
+
+
+def gdn_decode(*, q, k, v, g, beta, state, read_slots, write_slots, scale, qk_l2norm, config=None):
+    B, HK, K = q.shape
+    HV, V = v.shape[1], v.shape[2]
+    if state.stride(3) != 1 or state.stride(2) != V or state.stride(1) != K * V:
+        raise ValueError("gdn_decode: state must be contiguous per slot [S, Hv, K, V]")
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError("gdn_decode: q, k, v must be contiguous in their last dim")
+    bv, warps = config or decode_config(B, HV, V)
+    o = torch.empty((B, HV, V), dtype=v.dtype, device=v.device)
+    if B > 0:
+        _gdn_decode_kernel[(B * HV, V // bv)](
+            q, k, v, g, beta, state, read_slots, write_slots, o, scale,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            g.stride(0), beta.stride(0), o.stride(0), o.stride(1), state.stride(0), HV, HV // HK,
+            K=K, V=V, BV=bv, L2NORM=bool(qk_l2norm), num_warps=warps,
+        )
+    return o
+
+
+# --- gdn_extend ----------------------------------------------------------------------------------
+# Chunked gated delta rule (the WY/UT form, chunks of C = 64 tokens aligned to each sequence's
+# start; the math is in the reference module). Two launches:
+#  1. prepare, parallel over (chunk, v-head), the chunk cut into four 16-row blocks as FLA's fused
+#     kkt + solve_tril kernel does: γ = cumsum(g); A_tj = β_t e^{γ_t−γ_j} k_t·k_j (j < t);
+#     T = (I + A)⁻¹ (forward substitution on the 16×16 diagonal blocks, in-warp reductions, then the
+#     off-diagonal blocks by block products); W = T((βe^γ)⊙K), U = T(β⊙V); P = scale·(QKᵀ ⊙ D).
+#     Writes W, U, P (activation dtype), γ and the q/k row norms (fp32), token-major.
+#  2. scan, parallel over (sequence, v-head, V block), sequential over the sequence's chunks, the
+#     state block S[K, BV] in fp32 registers:  U' = U − W·S;  O = scale(e^γ⊙Q)·S + P·U';
+#     S ← e^{γ_C} S + ((e^{γ_C−γ})⊙K)ᵀ·U'.  Only this scan is sequential.
+
+
+@triton.jit
+def _rsqrt_norm(ptr, rows, mask, stride_t, K: tl.constexpr, L2NORM: tl.constexpr):
+    """1/sqrt(Σx² + eps) of each row of ptr[rows, :K] (FLA's l2norm), or ones."""
+    if L2NORM:
+        ks = tl.arange(0, K)
+        x = tl.load(ptr + rows.to(tl.int64)[:, None] * stride_t + ks[None, :], mask=mask[:, None], other=0.0).to(tl.float32)
+        return tl.rsqrt(tl.sum(x * x, 1) + 1e-6)
+    else:
+        return tl.where(mask, 1.0, 1.0)
+
+
+@triton.jit
+def _load_block(ptr, rows, mask, stride_t, cols, rowscale, dt):
+    x = tl.load(ptr + rows.to(tl.int64)[:, None] * stride_t + cols[None, :], mask=mask[:, None], other=0.0)
+    return (x.to(tl.float32) * rowscale[:, None]).to(dt)
+
+
+@triton.jit
+def _decay_block(x, ci, cj, bi, DIAG: tl.constexpr, STRICT: tl.constexpr):
+    """x ⊙ e^{γ_i−γ_j} · b_i, zero above the diagonal (and on it when STRICT) of a diagonal block."""
+    BC: tl.constexpr = x.shape[0]
+    o = tl.arange(0, BC)
+    if DIAG:
+        if STRICT:
+            keep = o[:, None] > o[None, :]
+        else:
+            keep = o[:, None] >= o[None, :]
+        d = tl.exp(tl.where(keep, ci[:, None] - cj[None, :], float("-inf")))
+    else:
+        d = tl.exp(ci[:, None] - cj[None, :])
+    return x * d * bi[:, None]
+
+
+@triton.jit
+def _unit_lower_inverse(a):
+    """(I + a)⁻¹ of a strictly lower-triangular [BC, BC] block, by forward substitution:
+    row t of (T − I) is −a_t + Σ_{j<t} (−a_tj)(T − I)_j."""
+    BC: tl.constexpr = a.shape[0]
+    o = tl.arange(0, BC)
+    ai = -a
+    for t in range(2, BC):
+        row = tl.sum(tl.where((o == t)[:, None], -a, 0.0), 0)
+        row = tl.where(o < t, row, 0.0)
+        row = row + tl.sum(row[:, None] * ai, 0)
+        ai = tl.where((o == t)[:, None], row[None, :], ai)
+    return ai + (o[:, None] == o[None, :]).to(tl.float32)
+
+
+@triton.jit
+def _gdn_prepare_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, cu_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, scale, B, HV, GROUP,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
+    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
+    L2NORM: tl.constexpr,
+):
+    BC: tl.constexpr = BT // 4
+    seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
+    hv = tl.program_id(1)
+    hk = hv // GROUP
+    bos = tl.load(cu_ptr + seq)
+    eos = tl.load(cu_ptr + seq + 1)
+    o = tl.arange(0, BC)
+    r0 = bos + blk * BT + o
+    r1 = r0 + BC
+    r2 = r1 + BC
+    r3 = r2 + BC
+    m0 = tl.where(valid, r0 < eos, False)
+    m1 = tl.where(valid, r1 < eos, False)
+    m2 = tl.where(valid, r2 < eos, False)
+    m3 = tl.where(valid, r3 < eos, False)
+    qb = q_ptr + hk * stride_qh
+    kb = k_ptr + hk * stride_kh
+    vb = v_ptr + hv * stride_vh
+    dt = w_ptr.dtype.element_ty
+    nq0 = _rsqrt_norm(qb, r0, m0, stride_qt, K, L2NORM)
+    nq1 = _rsqrt_norm(qb, r1, m1, stride_qt, K, L2NORM)
+    nq2 = _rsqrt_norm(qb, r2, m2, stride_qt, K, L2NORM)
+    nq3 = _rsqrt_norm(qb, r3, m3, stride_qt, K, L2NORM)
+    nk0 = _rsqrt_norm(kb, r0, m0, stride_kt, K, L2NORM)
+    nk1 = _rsqrt_norm(kb, r1, m1, stride_kt, K, L2NORM)
+    nk2 = _rsqrt_norm(kb, r2, m2, stride_kt, K, L2NORM)
+    nk3 = _rsqrt_norm(kb, r3, m3, stride_kt, K, L2NORM)
+
+    # the ten lower blocks of KKᵀ and QKᵀ, accumulated over K in BK-wide slices
+    z = tl.zeros([BC, BC], dtype=tl.float32)
+    a00, a10, a11, a20, a21, a22, a30, a31, a32, a33 = z, z, z, z, z, z, z, z, z, z
+    p00, p10, p11, p20, p21, p22, p30, p31, p32, p33 = z, z, z, z, z, z, z, z, z, z
+    for kc in range(0, K, BK):
+        cols = kc + tl.arange(0, BK)
+        k0 = _load_block(kb, r0, m0, stride_kt, cols, nk0, dt)
+        k1 = _load_block(kb, r1, m1, stride_kt, cols, nk1, dt)
+        k2 = _load_block(kb, r2, m2, stride_kt, cols, nk2, dt)
+        k3 = _load_block(kb, r3, m3, stride_kt, cols, nk3, dt)
+        t0, t1, t2, t3 = tl.trans(k0), tl.trans(k1), tl.trans(k2), tl.trans(k3)
+        a00 = tl.dot(k0, t0, a00)
+        a10 = tl.dot(k1, t0, a10)
+        a11 = tl.dot(k1, t1, a11)
+        a20 = tl.dot(k2, t0, a20)
+        a21 = tl.dot(k2, t1, a21)
+        a22 = tl.dot(k2, t2, a22)
+        a30 = tl.dot(k3, t0, a30)
+        a31 = tl.dot(k3, t1, a31)
+        a32 = tl.dot(k3, t2, a32)
+        a33 = tl.dot(k3, t3, a33)
+        q0 = _load_block(qb, r0, m0, stride_qt, cols, nq0, dt)
+        q1 = _load_block(qb, r1, m1, stride_qt, cols, nq1, dt)
+        q2 = _load_block(qb, r2, m2, stride_qt, cols, nq2, dt)
+        q3 = _load_block(qb, r3, m3, stride_qt, cols, nq3, dt)
+        p00 = tl.dot(q0, t0, p00)
+        p10 = tl.dot(q1, t0, p10)
+        p11 = tl.dot(q1, t1, p11)
+        p20 = tl.dot(q2, t0, p20)
+        p21 = tl.dot(q2, t1, p21)
+        p22 = tl.dot(q2, t2, p22)
+        p30 = tl.dot(q3, t0, p30)
+        p31 = tl.dot(q3, t1, p31)
+        p32 = tl.dot(q3, t2, p32)
+        p33 = tl.dot(q3, t3, p33)
+
+    gb = g_ptr + hv
+    bb = beta_ptr + hv
+    g0 = tl.load(gb + r0.to(tl.int64) * stride_gt, mask=m0, other=0.0).to(tl.float32)
+    g1 = tl.load(gb + r1.to(tl.int64) * stride_gt, mask=m1, other=0.0).to(tl.float32)
+    g2 = tl.load(gb + r2.to(tl.int64) * stride_gt, mask=m2, other=0.0).to(tl.float32)
+    g3 = tl.load(gb + r3.to(tl.int64) * stride_gt, mask=m3, other=0.0).to(tl.float32)
+    b0 = tl.load(bb + r0.to(tl.int64) * stride_bt, mask=m0, other=0.0).to(tl.float32)
+    b1 = tl.load(bb + r1.to(tl.int64) * stride_bt, mask=m1, other=0.0).to(tl.float32)
+    b2 = tl.load(bb + r2.to(tl.int64) * stride_bt, mask=m2, other=0.0).to(tl.float32)
+    b3 = tl.load(bb + r3.to(tl.int64) * stride_bt, mask=m3, other=0.0).to(tl.float32)
+    c0 = tl.cumsum(g0, 0)
+    c1 = tl.cumsum(g1, 0) + tl.sum(g0, 0)
+    c2 = tl.cumsum(g2, 0) + tl.sum(g0, 0) + tl.sum(g1, 0)
+    c3 = tl.cumsum(g3, 0) + tl.sum(g0, 0) + tl.sum(g1, 0) + tl.sum(g2, 0)
+
+    # A (strictly lower, scaled by β_t e^{γ_t−γ_j}) and its inverse T, block by block
+    a00 = _decay_block(a00, c0, c0, b0, True, True)
+    a11 = _decay_block(a11, c1, c1, b1, True, True)
+    a22 = _decay_block(a22, c2, c2, b2, True, True)
+    a33 = _decay_block(a33, c3, c3, b3, True, True)
+    a10 = _decay_block(a10, c1, c0, b1, False, False)
+    a20 = _decay_block(a20, c2, c0, b2, False, False)
+    a21 = _decay_block(a21, c2, c1, b2, False, False)
+    a30 = _decay_block(a30, c3, c0, b3, False, False)
+    a31 = _decay_block(a31, c3, c1, b3, False, False)
+    a32 = _decay_block(a32, c3, c2, b3, False, False)
+    i00 = _unit_lower_inverse(a00)
+    i11 = _unit_lower_inverse(a11)
+    i22 = _unit_lower_inverse(a22)
+    i33 = _unit_lower_inverse(a33)
+    i10 = -tl.dot(tl.dot(i11, a10), i00)
+    i21 = -tl.dot(tl.dot(i22, a21), i11)
+    i32 = -tl.dot(tl.dot(i33, a32), i22)
+    i20 = -tl.dot(i22, tl.dot(a20, i00) + tl.dot(a21, i10))
+    i31 = -tl.dot(i33, tl.dot(a31, i11) + tl.dot(a32, i21))
+    i30 = -tl.dot(i33, tl.dot(a30, i00) + tl.dot(a31, i10) + tl.dot(a32, i20))
+    j00, j10, j11, j20, j21, j22 = i00.to(dt), i10.to(dt), i11.to(dt), i20.to(dt), i21.to(dt), i22.to(dt)
+    j30, j31, j32, j33 = i30.to(dt), i31.to(dt), i32.to(dt), i33.to(dt)
+
+    # W = T((βe^γ)⊙K), U = T(β⊙V), written in BK-wide slices
+    wrow0 = (r0.to(tl.int64) * HV + hv)[:, None]
+    wrow1 = (r1.to(tl.int64) * HV + hv)[:, None]
+    wrow2 = (r2.to(tl.int64) * HV + hv)[:, None]
+    wrow3 = (r3.to(tl.int64) * HV + hv)[:, None]
+    for kc in range(0, K, BK):
+        cols = kc + tl.arange(0, BK)
+        x0 = _load_block(kb, r0, m0, stride_kt, cols, nk0 * b0 * tl.exp(c0), dt)
+        x1 = _load_block(kb, r1, m1, stride_kt, cols, nk1 * b1 * tl.exp(c1), dt)
+        x2 = _load_block(kb, r2, m2, stride_kt, cols, nk2 * b2 * tl.exp(c2), dt)
+        x3 = _load_block(kb, r3, m3, stride_kt, cols, nk3 * b3 * tl.exp(c3), dt)
+        tl.store(w_ptr + wrow0 * K + cols[None, :], tl.dot(j00, x0).to(dt), mask=m0[:, None])
+        tl.store(w_ptr + wrow1 * K + cols[None, :], (tl.dot(j10, x0) + tl.dot(j11, x1)).to(dt), mask=m1[:, None])
+        tl.store(w_ptr + wrow2 * K + cols[None, :],
+                 (tl.dot(j20, x0) + tl.dot(j21, x1) + tl.dot(j22, x2)).to(dt), mask=m2[:, None])
+        tl.store(w_ptr + wrow3 * K + cols[None, :],
+                 (tl.dot(j30, x0) + tl.dot(j31, x1) + tl.dot(j32, x2) + tl.dot(j33, x3)).to(dt), mask=m3[:, None])
+    for vc in range(0, V, BK):
+        cols = vc + tl.arange(0, BK)
+        x0 = _load_block(vb, r0, m0, stride_vt, cols, b0, dt)
+        x1 = _load_block(vb, r1, m1, stride_vt, cols, b1, dt)
+        x2 = _load_block(vb, r2, m2, stride_vt, cols, b2, dt)
+        x3 = _load_block(vb, r3, m3, stride_vt, cols, b3, dt)
+        tl.store(u_ptr + wrow0 * V + cols[None, :], tl.dot(j00, x0).to(dt), mask=m0[:, None])
+        tl.store(u_ptr + wrow1 * V + cols[None, :], (tl.dot(j10, x0) + tl.dot(j11, x1)).to(dt), mask=m1[:, None])
+        tl.store(u_ptr + wrow2 * V + cols[None, :],
+                 (tl.dot(j20, x0) + tl.dot(j21, x1) + tl.dot(j22, x2)).to(dt), mask=m2[:, None])
+        tl.store(u_ptr + wrow3 * V + cols[None, :],
+                 (tl.dot(j30, x0) + tl.dot(j31, x1) + tl.dot(j32, x2) + tl.dot(j33, x3)).to(dt), mask=m3[:, None])
+
+    # P = scale·(QKᵀ ⊙ D), lower blocks; the blocks above the diagonal are written as zeros
+    zp = tl.zeros([BC, BC], dtype=dt)
+    pc = o[None, :]
+    sc = tl.zeros([BC], dtype=tl.float32) + scale
+    tl.store(p_ptr + wrow0 * BT + pc, _decay_block(p00, c0, c0, sc, True, False).to(dt), mask=m0[:, None])
+    tl.store(p_ptr + wrow0 * BT + BC + pc, zp, mask=m0[:, None])
+    tl.store(p_ptr + wrow0 * BT + 2 * BC + pc, zp, mask=m0[:, None])
+    tl.store(p_ptr + wrow0 * BT + 3 * BC + pc, zp, mask=m0[:, None])
+    tl.store(p_ptr + wrow1 * BT + pc, _decay_block(p10, c1, c0, sc, False, False).to(dt), mask=m1[:, None])
+    tl.store(p_ptr + wrow1 * BT + BC + pc, _decay_block(p11, c1, c1, sc, True, False).to(dt), mask=m1[:, None])
+    tl.store(p_ptr + wrow1 * BT + 2 * BC + pc, zp, mask=m1[:, None])
+    tl.store(p_ptr + wrow1 * BT + 3 * BC + pc, zp, mask=m1[:, None])
+    tl.store(p_ptr + wrow2 * BT + pc, _decay_block(p20, c2, c0, sc, False, False).to(dt), mask=m2[:, None])
+    tl.store(p_ptr + wrow2 * BT + BC + pc, _decay_block(p21, c2, c1, sc, False, False).to(dt), mask=m2[:, None])
+    tl.store(p_ptr + wrow2 * BT + 2 * BC + pc, _decay_block(p22, c2, c2, sc, True, False).to(dt), mask=m2[:, None])
+    tl.store(p_ptr + wrow2 * BT + 3 * BC + pc, zp, mask=m2[:, None])
+    tl.store(p_ptr + wrow3 * BT + pc, _decay_block(p30, c3, c0, sc, False, False).to(dt), mask=m3[:, None])
+    tl.store(p_ptr + wrow3 * BT + BC + pc, _decay_block(p31, c3, c1, sc, False, False).to(dt), mask=m3[:, None])
+    tl.store(p_ptr + wrow3 * BT + 2 * BC + pc, _decay_block(p32, c3, c2, sc, False, False).to(dt), mask=m3[:, None])
+    tl.store(p_ptr + wrow3 * BT + 3 * BC + pc, _decay_block(p33, c3, c3, sc, True, False).to(dt), mask=m3[:, None])
+    # γ, and q's and k's row norms for the scan
+    _store_rows(gc_ptr, qn_ptr, kn_ptr, r0, m0, HV, hv, c0, nq0, nk0)
+    _store_rows(gc_ptr, qn_ptr, kn_ptr, r1, m1, HV, hv, c1, nq1, nk1)
+    _store_rows(gc_ptr, qn_ptr, kn_ptr, r2, m2, HV, hv, c2, nq2, nk2)
+    _store_rows(gc_ptr, qn_ptr, kn_ptr, r3, m3, HV, hv, c3, nq3, nk3)
+
+
+@triton.jit
+def _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, mask, HV, hv, gc, nq, nk):
+    off = rows.to(tl.int64) * HV + hv
+    tl.store(gc_ptr + off, gc, mask=mask)
+    tl.store(qn_ptr + off, nq, mask=mask)
+    tl.store(kn_ptr + off, nk, mask=mask)
+
+
+@triton.jit
+def _gdn_scan_kernel(
+    q_ptr, k_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
+    HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
+    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+):
+    b = tl.program_id(0)
+    hv = tl.program_id(1)
+    hk = hv // GROUP
+    vs = tl.program_id(2) * BV + tl.arange(0, BV)
+    ks = tl.arange(0, K)
+    r = tl.arange(0, BT)
+    bos = tl.load(cu_ptr + b)
+    eos = tl.load(cu_ptr + b + 1)
+    rs = tl.load(rs_ptr + b).to(tl.int64)
+    ws = tl.load(ws_ptr + b).to(tl.int64)
+    s_off = hv * (K * V) + ks[:, None] * V + vs[None, :]
+    S = tl.load(state_ptr + rs * stride_s + s_off, mask=tl.where(rs >= 0, s_off >= 0, False), other=0.0)
+    dt = w_ptr.dtype.element_ty
+    for c in range(0, tl.cdiv(eos - bos, BT)):
+        t0 = bos + c * BT
+        rows = t0 + r
+        rm = rows < eos
+        rows = rows.to(tl.int64)
+        hrow = rows * HV + hv
+        last = tl.minimum(t0 + BT, eos) - 1
+        gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
+        g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
+        w = tl.load(w_ptr + hrow[:, None] * K + ks[None, :], mask=rm[:, None], other=0.0)
+        u = tl.load(u_ptr + hrow[:, None] * V + vs[None, :], mask=rm[:, None], other=0.0)
+        sd = S.to(dt)
+        un = (u.to(tl.float32) - tl.dot(w, sd)).to(dt)
+        q = tl.load(q_ptr + rows[:, None] * stride_qt + hk * stride_qh + ks[None, :], mask=rm[:, None], other=0.0)
+        qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
+        p = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
+        o = tl.dot((q.to(tl.float32) * qs[:, None]).to(dt), sd) + tl.dot(p, un)
+        tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :], o.to(o_ptr.dtype.element_ty),
+                 mask=rm[:, None])
+        k = tl.load(k_ptr + rows[:, None] * stride_kt + hk * stride_kh + ks[None, :], mask=rm[:, None], other=0.0)
+        kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
+        S = S * tl.exp(g_last) + tl.dot(tl.trans((k.to(tl.float32) * kscale[:, None]).to(dt)), un)
+    tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
+
+
+def extend_config(batch: int, heads: int, v: int) -> tuple[int, int, int, int]:
+    """(scan BV, scan warps, prepare BK, prepare warps): split V so the scan, the only sequential
+    part, has enough programs to cover the SMs when there are few sequences."""
+    return (min(v, 32) if batch * heads < 512 else min(v, 64)), 4, 64, 2
+
+
+def gdn_extend(*, q, k, v, g, beta, state, cu_seqlens, read_slots, write_slots, scale, qk_l2norm, config=None):
+    T, HK, K = q.shape
+    HV, V = v.shape[1], v.shape[2]
+    B = cu_seqlens.shape[0] - 1
+    if state.stride(3) != 1 or state.stride(2) != V or state.stride(1) != K * V:
+        raise ValueError("gdn_extend: state must be contiguous per slot [S, Hv, K, V]")
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError("gdn_extend: q, k, v must be contiguous in their last dim")
+    config = config or extend_config(B, HV, V)
+    o = torch.empty((T, HV, V), dtype=v.dtype, device=v.device)
+    if B == 0:
+        return o
+    chunks = prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config)
+    scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, config)
+    return o
+
+
+def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
+    """Launch 1: the per-chunk tensors W, U, P, γ and the q/k row norms."""
+    T, HK, K = q.shape
+    HV, V = v.shape[1], v.shape[2]
+    B = cu_seqlens.shape[0] - 1
+    _, _, bk, warps = config
+    bk = min(bk, K, V)
+    out = dict(w=torch.empty((T, HV, K), dtype=v.dtype, device=v.device),
+               u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device),
+               p=torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
+               gc=torch.empty((T, HV), dtype=torch.float32, device=v.device),
+               qn=torch.empty((T, HV), dtype=torch.float32, device=v.device),
+               kn=torch.empty((T, HV), dtype=torch.float32, device=v.device))
+    if T > 0:
+        _gdn_prepare_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
+            q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], scale, B, HV,
+            HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0),
+            beta.stride(0), K=K, V=V, BT=CHUNK, BK=bk, BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm),
+            num_warps=warps,
+        )
+    return out
+
+
+def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, config) -> None:
+    """Launch 2: the sequential scan over each sequence's chunks, writing o and the final states."""
+    HK, K = q.shape[1], q.shape[2]
+    HV, V = o.shape[1], o.shape[2]
+    B = cu_seqlens.shape[0] - 1
+    bv, warps, _, _ = config
+    _gdn_scan_kernel[(B, HV, V // bv)](
+        q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["p"], chunks["qn"], chunks["kn"], state, cu_seqlens,
+        read_slots, write_slots, o, scale, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        o.stride(0), o.stride(1), state.stride(0), K=K, V=V, BT=CHUNK, BV=bv, num_warps=warps,
+    )
