@@ -168,5 +168,18 @@ def test_metrics_counters_move_with_a_request(real_server, client):
         assert gauge in text
 
 
+def test_a_repeated_prompt_is_served_from_the_prefix_cache_and_usage_says_so(real_server, client):
+    messages = [{"role": "user", "content": "Here is a long note about caching. " * 12 + "Summarise it."}]
+    first = _chat(real_server, client, messages=messages, max_tokens=2)
+    hits_before = real_server.metric("tokenyard:prefix_cache_hits_total")
+    second = _chat(real_server, client, messages=messages, max_tokens=2)
+    hits_after = real_server.metric("tokenyard:prefix_cache_hits_total")
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert second.usage.prompt_tokens == first.usage.prompt_tokens > 100
+    assert 0 < cached < second.usage.prompt_tokens
+    assert hits_after - hits_before == cached
+    assert second.choices[0].message.content == first.choices[0].message.content
+
+
 def test_health_is_ok_while_the_loop_runs(real_server):
     assert httpx.get(f"{real_server.url}/health").json() == {"status": "ok"}
