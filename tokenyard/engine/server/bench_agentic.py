@@ -66,7 +66,7 @@ PRESETS = {
     # The seeds' workload: 50K-token first turn, 10-15 turns of 800 new tokens.
     "agentic": Workload(),
     # Small enough for SmolLM2-135M on two CPU cores in about a minute.
-    "cpu": Workload(first_turn_tokens=384, turn_tokens=48, min_turns=2, max_turns=3, output_tokens=16, users=2),
+    "cpu": Workload(first_turn_tokens=512, turn_tokens=64, min_turns=3, max_turns=4, output_tokens=24, users=3),
 }
 
 
@@ -217,9 +217,9 @@ def summarize(results: list[TurnResult], wall_s: float | None = None) -> dict:
 
 
 async def run_async(base_url: str, model: str | None, workload: Workload, api_key: str | None = None,
-                    gpus: int = 1) -> dict:
-    """Run the workload against `base_url` (an OpenAI /v1 root); `gpus` behind it only divides
-    the aggregate throughput into tokens/min per GPU."""
+                    gpus: int | None = None) -> dict:
+    """Run the workload against `base_url` (an OpenAI /v1 root); `gpus`, the GPUs behind it when
+    known, only divides the aggregate throughput into tokens/min per GPU."""
     base_url = base_url.rstrip("/")
     rng = random.Random(workload.seed)
     turns = [rng.randint(workload.min_turns, workload.max_turns) for _ in range(workload.users)]
@@ -236,6 +236,9 @@ async def run_async(base_url: str, model: str | None, workload: Workload, api_ke
         await asyncio.gather(*(_user(client, endpoint, workload, u, turns[u], t0, results) for u in range(workload.users)))
         wall = time.perf_counter() - t0
     results.sort(key=lambda r: (r.user, r.turn))
+    overall = summarize(results, wall)
+    if gpus:
+        overall["output_tok_min_per_gpu"] = overall["aggregate_output_tok_min"] / gpus
     per_turn = [
         {"turn": t, **summarize([r for r in results if r.turn == t])}
         for t in range(max(turns) + 1)
@@ -247,13 +250,14 @@ async def run_async(base_url: str, model: str | None, workload: Workload, api_ke
         "turns_per_user": turns,
         "ignore_eos_sent": endpoint.send_ignore_eos,
         "gpus": gpus,
-        "overall": summarize(results, wall) | {"output_tok_min_per_gpu": sum(r.completion_tokens for r in results) / wall * 60 / gpus},
+        "overall": overall,
         "per_turn": per_turn,
         "requests": [asdict(r) | {"itl_s": r.itl_s} for r in results],
     }
 
 
-def run(base_url: str, model: str | None, workload: Workload, api_key: str | None = None, gpus: int = 1) -> dict:
+def run(base_url: str, model: str | None, workload: Workload, api_key: str | None = None,
+        gpus: int | None = None) -> dict:
     return asyncio.run(run_async(base_url, model, workload, api_key, gpus))
 
 
@@ -279,9 +283,9 @@ def format_report(report: dict) -> str:
             f"{_fmt(row['itl_s']['p50'], 1000):>11} {_fmt(row['per_user_tok_s']['mean']):>11}"
         )
     overall = report["overall"]
+    per_gpu = f" ({overall['output_tok_min_per_gpu']:.0f} per GPU on {report['gpus']})" if report["gpus"] else ""
     lines.append(
-        f"aggregate: {overall['aggregate_output_tok_min']:.0f} output tok/min "
-        f"({overall['output_tok_min_per_gpu']:.0f} per GPU, {report['gpus']} GPU), "
+        f"aggregate: {overall['aggregate_output_tok_min']:.0f} output tok/min{per_gpu}, "
         f"{overall['aggregate_prompt_tok_min']:.0f} prompt tok/min, wall {overall['wall_s']:.1f} s, "
         f"cached share {overall['cached_share'] * 100:.1f}%"
     )

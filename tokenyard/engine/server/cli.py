@@ -151,7 +151,7 @@ def add_commands(subparsers) -> None:
     agentic.add_argument("--output-tokens", type=int, default=None, help="O: output tokens per turn")
     agentic.add_argument("--users", type=int, default=None, help="C: concurrent users")
     agentic.add_argument("--seed", type=int, default=None)
-    agentic.add_argument("--gpus", type=int, default=1, help="GPUs behind the endpoint, for output tokens/min per GPU")
+    agentic.add_argument("--gpus", type=int, default=None, help="GPUs behind the endpoint: also report output tokens/min per GPU")
     agentic.add_argument("--out", default="out/bench", help="folder for agentic.json and agentic.png")
     _add_engine_flags(agentic)
     agentic.set_defaults(func=_bench_agentic)
