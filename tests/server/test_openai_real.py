@@ -89,6 +89,15 @@ def test_chat_logprobs_rank_the_greedy_token_first(real_server, client):
     assert "".join(e.token for e in content) == response.choices[0].message.content
 
 
+def test_streamed_logprobs_are_the_unstreamed_ones(real_server, client):
+    full = _chat(real_server, client, max_tokens=4, logprobs=True, top_logprobs=2).choices[0].logprobs.content
+    streamed = [entry for chunk in _chat(real_server, client, max_tokens=4, logprobs=True, top_logprobs=2, stream=True)
+                if chunk.choices and chunk.choices[0].logprobs for entry in chunk.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in full]
+    # The second run reads the prompt's keys from the prefix cache: equal up to float rounding.
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in full], abs=1e-3)
+
+
 def test_completion_logprobs_list_each_token_with_its_top_alternatives(real_server, client):
     response = client.completions.create(model=real_server.model, prompt="One, two, three,", max_tokens=3,
                                          temperature=0, logprobs=2)
