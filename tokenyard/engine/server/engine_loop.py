@@ -44,7 +44,7 @@ class _Abort:
 
 
 class EngineLoop:
-    def __init__(self, engine, metrics: Metrics | None = None):
+    def __init__(self, engine, metrics: Metrics):
         self.engine = engine
         self.metrics = metrics
         self.error: str | None = None
@@ -114,12 +114,10 @@ class EngineLoop:
                 if self._stopping:
                     break
                 if not self.engine.has_unfinished_requests():
-                    if self.metrics is not None:
-                        self.metrics.update_gauges(self.engine.stats())
+                    self.metrics.update_gauges(self.engine.stats())
                     continue
                 outputs = self.engine.step()
-                if self.metrics is not None:
-                    self.metrics.observe_step(outputs, self.engine.stats())
+                self.metrics.observe_step(outputs, self.engine.stats())
                 self._deliver(outputs)
         except BaseException:
             self.error = traceback.format_exc()
@@ -135,8 +133,7 @@ class EngineLoop:
             except Exception as exc:  # refused: the engine changed nothing; tell the caller
                 command.accepted.set_exception(exc)
             else:
-                if self.metrics is not None:
-                    self.metrics.request_added(command.request_id, len(command.prompt_token_ids))
+                self.metrics.request_added(command.request_id, len(command.prompt_token_ids))
                 command.accepted.set_result(None)
         elif isinstance(command, _Abort):
             self.engine.abort_request(command.request_id)  # False (no-op) if it already finished
