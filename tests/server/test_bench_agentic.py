@@ -69,3 +69,46 @@ def test_tiny_run_against_the_real_server_sends_the_workload_it_describes(real_s
     assert json.loads(json_path.read_text())["overall"]["requests"] == 4
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "aggregate:" in bench.format_report(report)
+
+
+def test_a_server_that_refuses_ignore_eos_is_benchmarked_without_it():
+    """Another engine (OpenAI itself, say) answers ignore_eos with a 400: the client drops it."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from tokenyard.engine.server.launch import ServerThread
+
+    app = FastAPI()
+    seen = []
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": "other", "object": "model"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        seen.append(body)
+        if "ignore_eos" in body:
+            return JSONResponse({"error": {"message": "Unrecognized request argument supplied: ignore_eos"}}, 400)
+        prompt = sum(len(m["content"].split()) for m in body["messages"])
+
+        async def events():
+            for word in ["a", " b", " c"]:
+                yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}) + "\n\n"
+            usage = {"prompt_tokens": prompt, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": prompt // 2}}
+            yield "data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    workload = bench.Workload(first_turn_tokens=10, turn_tokens=5, min_turns=1, max_turns=1, output_tokens=3, users=1)
+    with ServerThread(app) as server:
+        report = bench.run(f"{server.url}/v1", None, workload)
+    assert report["model"] == "other" and not report["ignore_eos_sent"]
+    assert [("ignore_eos" in body) for body in seen] == [True, False, False]
+    first, second = report["requests"]
+    assert (first["prompt_tokens"], first["completion_tokens"]) == (12, 3)  # "User 0." + 10 words
+    # The second turn resends the first turn, the answer "a b c" and 5 new words.
+    assert second["prompt_tokens"] == 12 + 3 + 5
+    assert report["overall"]["cached_share"] == pytest.approx((6 + 10) / (12 + 20))
