@@ -21,6 +21,7 @@ from tokenyard.engine.loader import load_checkpoint
 from tokenyard.engine.models import ModelCaches, model_class
 from tokenyard.engine.outputs import RequestOutput
 from tokenyard.engine.params import SamplingParams
+from tokenyard.engine.runner.cuda_graphs import DecodeGraphs, NotCapturable
 from tokenyard.engine.runner.runner import ModelRunner, StepResult
 from tokenyard.engine.scheduler.request import Request, RequestStatus
 from tokenyard.engine.scheduler.scheduler import ScheduledBatch, Scheduler
@@ -56,6 +57,7 @@ class LLMEngine:
         gpu_memory_utilization: float = 0.85,
         num_state_slots: int | None = None,
         enable_prefix_caching: bool = True,
+        cuda_graphs: bool = True,
     ):
         if model is None:
             from tokenyard.engine.default_model import default_model_path
@@ -97,7 +99,8 @@ class LLMEngine:
             # GDN layers would also need state checkpoints at page boundaries: not yet
             prefix_caching=enable_prefix_caching and not spec.has_gdn,
         )
-        self.runner = ModelRunner(self.model, self.caches, self.device, has_state=spec.has_gdn)
+        graphs = self._capture_decode_graphs(max_num_seqs, page_size) if cuda and cuda_graphs else None
+        self.runner = ModelRunner(self.model, self.caches, self.device, has_state=spec.has_gdn, graphs=graphs)
         self._lock = threading.Lock()
         self._arrivals = itertools.count()
         self._detokenizers: dict[str, IncrementalDetokenizer] = {}
@@ -105,6 +108,17 @@ class LLMEngine:
         self.counters = {"prompt_tokens": 0, "generation_tokens": 0}
         log.info("engine ready: %s on %s %s, %d pages x %d tokens, %d state slots, max_model_len %d",
                  self.model_path, self.device, self.dtype, num_pages, page_size, num_slots, self.max_model_len)
+
+    def _capture_decode_graphs(self, max_num_seqs: int, page_size: int) -> DecodeGraphs | None:
+        graphs = DecodeGraphs(self.model, self.caches, self.device, max_batch=max_num_seqs,
+                              max_pages=-(-self.max_model_len // page_size))
+        try:
+            graphs.capture()
+        except NotCapturable as error:
+            log.warning("no CUDA graphs, decode runs eagerly: %s", error)
+            return None
+        log.info("captured decode CUDA graphs for batch sizes %s", graphs.sizes)
+        return graphs
 
     # -- requests --------------------------------------------------------------------------------
 

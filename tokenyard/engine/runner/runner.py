@@ -3,7 +3,8 @@
 Owns: building `ForwardBatch` metadata from the scheduler's plan (`make_forward_batch`, also the
 one way tests and model authors build a batch), running the model, sampling through
 `tokenyard.kernel_api.sample`, and logprobs. May not touch request states, pages or slots beyond
-reading them. CUDA graphs are not used yet: every step runs eagerly.
+reading them. On CUDA, decode batches replay captured graphs (runner/cuda_graphs.py); everything
+else runs eagerly.
 
 Seeds: a seeded request's n-th generated token is sampled with seed hash(seed, n), so it is the
 same whether the request ran alone, in a batch, or was preempted and recomputed.
@@ -17,6 +18,7 @@ import torch
 
 from tokenyard import kernel_api as ops
 from tokenyard.engine.models.base import ForwardBatch, ModelCaches
+from tokenyard.engine.runner.cuda_graphs import DecodeGraphs
 from tokenyard.engine.scheduler.request import Request
 from tokenyard.engine.scheduler.scheduler import ScheduledBatch
 
@@ -98,11 +100,13 @@ def _top(logprobs: torch.Tensor, chosen: torch.Tensor, k: int) -> list[dict[int,
 
 
 class ModelRunner:
-    def __init__(self, model, caches: ModelCaches, device: torch.device, has_state: bool):
+    def __init__(self, model, caches: ModelCaches, device: torch.device, has_state: bool,
+                 graphs: DecodeGraphs | None = None):
         self.model = model
         self.caches = caches
         self.device = device
         self.has_state = has_state
+        self.graphs = graphs
 
     def _logits_rows(self, request: Request, n: int, samples: bool) -> tuple[list[int], list[int]]:
         """(rows wanted for prompt logprobs, as chunk offsets; the prompt tokens they score)."""
@@ -130,7 +134,10 @@ class ModelRunner:
         read = [s if r.num_computed_tokens > 0 else -1 for s, r in zip(slots, plan.requests)] if self.has_state else None
         batch = make_forward_batch(token_ids, starts, pages, self.caches.page_size, self.device,
                                    read_slots=read, write_slots=slots if self.has_state else None, logits_rows=rows)
-        logits = self.model.forward(batch, self.caches)
+        if self.graphs is not None and self.graphs.fits(batch):
+            logits = self.graphs.run(batch)
+        else:
+            logits = self.model.forward(batch, self.caches)
         return self._sample(plan, logits, [len(r) for r in rows], prompt_rows)
 
     def _sample(self, plan: ScheduledBatch, logits: torch.Tensor, row_counts: list[int],
