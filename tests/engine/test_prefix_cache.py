@@ -3,6 +3,8 @@ them as cached_tokens, and generates exactly what it would have without the cach
 
 from __future__ import annotations
 
+import torch
+
 from tests.engine.conftest import engine, hf_greedy, run
 from tests.engine.test_dense_vs_transformers import GREEDY, prompts
 from tests.engine.test_scheduler import add, make, step
@@ -73,3 +75,66 @@ def test_lookup_never_covers_the_last_token_and_counts_references():
     s.finish(a, RequestStatus.FINISHED_STOPPED)
     s.check_invariants()
     assert s.pages.ref_count[b.pages[0]] == 1
+
+
+# -- hybrid models: pages plus GDN state checkpoints ----------------------------------------------
+
+def _qwen3_next(tmp_path_factory):
+    from tests.engine import tiny_configs
+
+    path = tmp_path_factory.mktemp("qwen3_next_prefix")
+    return path, tiny_configs.qwen3_next(path)
+
+
+def test_hybrid_second_turn_resumes_from_the_latest_checkpoint(tmp_path_factory):
+    path, hf = _qwen3_next(tmp_path_factory)
+    eng = engine(path, page_size=8, checkpoint_interval=16)
+    first_turn = prompts(1, seed=41, low=45, high=45)[0]
+    first = run(eng, [first_turn], GREEDY)["r0"]
+    assert eng.stats()["checkpoint_slots"] > 0
+    second_turn = first_turn + first.token_ids + prompts(1, seed=42, low=10, high=10)[0]
+    second = run(eng, [second_turn], GREEDY)["r0"]
+    # pages cover (45 + 31) // 8 * 8 = 72 tokens; checkpoints sit at 16, 32, 40 (end of the first
+    # prompt's last full page), 48 and 64 (every 16 during decode): the hit is 64
+    assert second.cached_tokens == 64
+    assert second.token_ids == hf_greedy(hf, second_turn, 32)
+    again = run(eng, [first_turn], GREEDY)["r0"]
+    assert again.cached_tokens == 40 and again.token_ids == first.token_ids
+
+
+def test_hybrid_chunked_and_preempted_with_checkpoints_match_transformers(tmp_path_factory):
+    path, hf = _qwen3_next(tmp_path_factory)
+    batch = prompts(6, seed=43, low=20, high=60)
+    shared = prompts(1, seed=44, low=24, high=24)[0]
+    batch = [shared + p for p in batch]
+    spec = engine(path).model.cache_spec()
+    # 20 pages of 8 tokens for 6 requests of up to 116 tokens: preemptions, resumed from checkpoints
+    budget = 20 * 8 * spec.bytes_per_token(torch.float32) + 10 * spec.bytes_per_slot(torch.float32)
+    eng = engine(path, page_size=8, checkpoint_interval=16, max_num_batched_tokens=24, kv_cache_memory=budget,
+                 num_state_slots=10)
+    assert eng.stats()["total_pages"] == 20
+    outs = run(eng, batch, GREEDY)
+    assert eng.stats()["preemptions"] > 0 and eng.stats()["prefix_cache_hits"] > 0
+    for i, p in enumerate(batch):
+        assert outs[f"r{i}"].token_ids == hf_greedy(hf, p, 32), f"prompt {i}"
+
+
+def test_chunks_end_at_checkpoints_and_their_states_are_copied():
+    s = make(pages=32, page_size=4, budget=64, slots=6, prefix_caching=True)   # checkpoints every 16 tokens
+    r = add(s, "a", 38, 0)
+    batch = s.schedule()
+    assert batch.num_new_tokens == [16]
+    copies = s.advance(batch, [None])
+    assert copies == [(r.slot, copies[0][1])] and s.slots.num_cached == 1
+    batch = s.schedule()
+    assert batch.num_new_tokens == [16]
+    s.advance(batch, [None])
+    batch = s.schedule()
+    assert batch.num_new_tokens == [4]       # 36: the prompt's last full page
+    s.advance(batch, [None])
+    assert s.slots.num_cached == 3
+    s.check_invariants()
+    b = add(s, "b", 38, 1)
+    s.schedule()
+    assert b.num_cached_tokens == 36 and b.read_slot is not None and s.slots.ref_count[b.read_slot] == 1
+    s.check_invariants()

@@ -3,7 +3,7 @@ max_num_seqs, preemption of the most recent request, and the memory invariant th
 
 from __future__ import annotations
 
-from tokenyard.engine.cache import IdPool, PagePool, num_pages_for_budget
+from tokenyard.engine.cache import PrefixPool, num_pages_for_budget
 from tokenyard.engine.models.base import CacheSpec
 from tokenyard.engine.params import SamplingParams
 from tokenyard.engine.scheduler.request import Request, RequestStatus as S
@@ -11,8 +11,8 @@ from tokenyard.engine.scheduler.scheduler import Scheduler
 
 
 def make(pages=64, page_size=4, budget=16, max_seqs=8, slots=None, prefix_caching=False):
-    return Scheduler(PagePool(pages, page_size), IdPool("slot", slots) if slots else None, page_size, budget, max_seqs,
-                     prefix_caching)
+    return Scheduler(PrefixPool("page", pages), PrefixPool("slot", slots) if slots else None, page_size, budget,
+                     max_seqs, prefix_caching, checkpoint_interval=4 * page_size)
 
 
 def add(s, rid, n, arrival):

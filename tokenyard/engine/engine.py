@@ -15,7 +15,7 @@ import threading
 
 import torch
 
-from tokenyard.engine.cache import IdPool, PagePool, memory_budget, num_pages_for_budget
+from tokenyard.engine.cache import PrefixPool, memory_budget, num_pages_for_budget
 from tokenyard.engine.detokenizer import IncrementalDetokenizer
 from tokenyard.engine.loader import load_checkpoint
 from tokenyard.engine.models import ModelCaches, model_class
@@ -57,6 +57,7 @@ class LLMEngine:
         gpu_memory_utilization: float = 0.85,
         num_state_slots: int | None = None,
         enable_prefix_caching: bool = True,
+        checkpoint_interval: int = 4096,
         cuda_graphs: bool = True,
     ):
         if model is None:
@@ -79,7 +80,9 @@ class LLMEngine:
         cuda = self.device.type == "cuda"
         max_num_seqs = max_num_seqs or (256 if cuda else 32)
         spec = self.model.cache_spec()
-        num_slots = (num_state_slots or max_num_seqs) if spec.has_gdn else 0
+        # GDN models: a running state per request, and as many again for cached checkpoints
+        default_slots = max_num_seqs * (2 if enable_prefix_caching else 1)
+        num_slots = (num_state_slots or default_slots) if spec.has_gdn else 0
         budget = kv_cache_memory or memory_budget(self.device, gpu_memory_utilization)
         num_pages = num_pages_for_budget(spec, self.dtype, page_size, num_slots, budget)
         self.caches = ModelCaches.allocate(spec, num_pages, page_size, num_slots, self.dtype, self.device)
@@ -91,13 +94,13 @@ class LLMEngine:
                              f"cache holds {capacity} tokens ({num_pages} pages of {page_size})")
         self.max_model_len = max_model_len or min(config_len, capacity)
         self.scheduler = Scheduler(
-            pages=PagePool(num_pages, page_size),
-            slots=IdPool("state slot", num_slots) if spec.has_gdn else None,
+            pages=PrefixPool("page", num_pages),
+            slots=PrefixPool("state slot", num_slots) if spec.has_gdn else None,
             page_size=page_size,
             max_num_batched_tokens=max_num_batched_tokens or (8192 if cuda else 2048),
             max_num_seqs=max_num_seqs,
-            # GDN layers would also need state checkpoints at page boundaries: not yet
-            prefix_caching=enable_prefix_caching and not spec.has_gdn,
+            prefix_caching=enable_prefix_caching,
+            checkpoint_interval=checkpoint_interval,
         )
         graphs = self._capture_decode_graphs(max_num_seqs, page_size) if cuda and cuda_graphs else None
         self.runner = ModelRunner(self.model, self.caches, self.device, has_state=spec.has_gdn, graphs=graphs)
@@ -179,7 +182,7 @@ class LLMEngine:
                     self.scheduler.finish(request, RequestStatus.FINISHED_ERROR)
                     outputs.append(self._output(request, [], None, error=f"{type(error).__name__}: {error}"))
                 return outputs
-            self.scheduler.advance(plan, result.sampled)
+            self.runner.copy_states(self.scheduler.advance(plan, result.sampled))
             outputs += self._process(plan, result)
             return outputs
 
@@ -252,7 +255,8 @@ class LLMEngine:
                 "free_pages": s.pages.num_free,         # unused or evictable cached
                 "cached_pages": s.pages.num_cached,     # of which hold a cached prefix
                 "total_pages": s.pages.capacity,
-                "free_slots": s.slots.num_free if s.slots else 0,
+                "free_slots": s.slots.num_free if s.slots else 0,       # unused or evictable checkpoints
+                "checkpoint_slots": s.slots.num_cached if s.slots else 0,
                 "total_slots": s.slots.capacity if s.slots else 0,
                 "page_size": s.page_size,
                 "preemptions": s.num_preemptions,

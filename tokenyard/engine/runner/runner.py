@@ -108,6 +108,22 @@ class ModelRunner:
         self.has_state = has_state
         self.graphs = graphs
 
+    @staticmethod
+    def _read_slot(request: Request) -> int:
+        """Where a GDN request's state starts this step: a checkpoint, its own slot, or zeros."""
+        if request.read_slot is not None:
+            return request.read_slot
+        return request.slot if request.num_computed_tokens > 0 else -1
+
+    def copy_states(self, copies: list[tuple[int, int]]) -> None:
+        """Copy GDN states between slots (keeping checkpoints), in every GDN layer."""
+        if not copies:
+            return
+        src = torch.tensor([c[0] for c in copies], device=self.device)
+        dst = torch.tensor([c[1] for c in copies], device=self.device)
+        for pool in self.caches.conv + self.caches.ssm:
+            pool[dst] = pool[src]
+
     def _logits_rows(self, request: Request, n: int, samples: bool) -> tuple[list[int], list[int]]:
         """(rows wanted for prompt logprobs, as chunk offsets; the prompt tokens they score)."""
         if request.params.prompt_logprobs is None:
@@ -131,7 +147,7 @@ class ModelRunner:
             p_rows, p_targets = self._logits_rows(request, n, plan.samples(i))
             prompt_rows.append((p_rows, p_targets))
             rows.append(p_rows + ([n - 1] if plan.samples(i) else []))
-        read = [s if r.num_computed_tokens > 0 else -1 for s, r in zip(slots, plan.requests)] if self.has_state else None
+        read = [self._read_slot(r) for r in plan.requests] if self.has_state else None
         batch = make_forward_batch(token_ids, starts, pages, self.caches.page_size, self.device,
                                    read_slots=read, write_slots=slots if self.has_state else None, logits_rows=rows)
         if self.graphs is not None and self.graphs.fits(batch):

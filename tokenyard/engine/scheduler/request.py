@@ -55,7 +55,8 @@ class Request:
         self.num_computed_tokens = 0              # tokens whose keys/states are in the caches
         self.pages: list[int] = []                # owned pages, in sequence order
         self.page_keys: list[int] = []            # prefix keys of its first full pages (prefix cache)
-        self.slot: int | None = None              # owned GDN state slot
+        self.slot: int | None = None              # owned GDN state slot (its running state)
+        self.read_slot: int | None = None         # a checkpoint its next step starts from, held till then
         self.num_cached_tokens = 0                # prompt tokens served from the prefix cache
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None

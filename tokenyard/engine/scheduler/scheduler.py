@@ -11,6 +11,11 @@ Policy (continuous batching under a token budget):
      prefilled in chunks over several steps. With prefix caching, an admitted request first takes
      the longest run of already computed full pages that its tokens begin with (never all of its
      tokens: the last one is always computed, to give logits) and starts computing after them.
+     A model with GDN layers also needs the recurrent state at that point: the run is cut back to
+     the longest prefix that has a state checkpoint, which the request reads (copy-on-write: its
+     first step reads the checkpoint slot and writes its own). Checkpoints are taken at page-aligned
+     positions, every `checkpoint_interval` tokens and at the last page boundary of the prompt;
+     prefill chunks end there, and after the step the state is copied into a cached slot.
 A request samples a token in a step whose chunk reaches the end of its tokens.
 May not touch: tensors, the model, the tokenizer.
 """
@@ -20,8 +25,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from tokenyard.engine.cache.pages import PagePool, chain_hash
-from tokenyard.engine.cache.pool import IdPool
+from tokenyard.engine.cache.prefix_pool import PrefixPool, chain_hash
 from tokenyard.engine.scheduler.request import Request, RequestStatus
 
 
@@ -44,15 +48,19 @@ class ScheduledBatch:
 class Scheduler:
     def __init__(
         self,
-        pages: PagePool,
-        slots: IdPool | None,
+        pages: PrefixPool,
+        slots: PrefixPool | None,
         page_size: int,
         max_num_batched_tokens: int,
         max_num_seqs: int,
         prefix_caching: bool = False,
+        checkpoint_interval: int = 4096,
     ):
+        if checkpoint_interval < page_size or checkpoint_interval % page_size:
+            raise ValueError(f"checkpoint_interval={checkpoint_interval}: expected a multiple of page_size={page_size}")
         self.pages = pages
         self.prefix_caching = prefix_caching
+        self.checkpoint_interval = checkpoint_interval
         self.slots = slots                # None when the model has no GDN layers
         self.page_size = page_size
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -95,7 +103,8 @@ class Scheduler:
                 break
             if request not in self.running:      # preempted earlier in this loop
                 continue
-            wanted = min(request.num_tokens - request.num_computed_tokens, budget)
+            start = request.num_computed_tokens
+            wanted = self._clip(request, start, min(request.num_tokens - start, budget))
             n = self._fit(request, wanted)
             while n == 0:
                 victim = self._pick_victim(batch)
@@ -109,33 +118,48 @@ class Scheduler:
         # after a preemption memory is short: admitting now would only evict again
         while not batch.preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
-            if self.slots is not None and request.slot is None and self.slots.num_free == 0:
-                break
-            hits, keys = self._lookup(request)
-            taken_from_free = sum(1 for p in hits if self.pages.ref_count[p] == 0)
-            room = (self.pages.num_free - taken_from_free) * self.page_size
-            n = min(request.num_tokens - len(hits) * self.page_size, budget, room)
+            hits, keys, checkpoint = self._lookup(request)
+            if self.slots is not None:
+                slots_taken = 1 + (checkpoint is not None and self.slots.ref_count[checkpoint] == 0)
+                if self.slots.num_free < slots_taken:
+                    break
+            pages_taken = sum(1 for p in hits if self.pages.ref_count[p] == 0)
+            start = len(hits) * self.page_size
+            n = min(request.num_tokens - start, budget, (self.pages.num_free - pages_taken) * self.page_size)
             if n <= 0:
                 break
             self.waiting.popleft()
-            self._reuse(request, hits, keys)
+            self._reuse(request, hits, keys, checkpoint)
             request.transition(RequestStatus.PREFILLING)
             if self.slots is not None:
-                request.slot = self.slots.allocate(1)[0]
+                request.slot = self.slots.allocate(1)[0]   # after taking the checkpoint: never evicts it
+            n = self._clip(request, start, n)
             self.running.append(request)
             self._take(request, n, batch)
             budget -= n
         return batch
 
-    def _lookup(self, request: Request) -> tuple[list[int], list[int]]:
-        """Cached pages the request's tokens begin with (none when it wants prompt logprobs, which
-        are only computed for tokens the request runs itself)."""
+    def _lookup(self, request: Request) -> tuple[list[int], list[int], int | None]:
+        """Cached pages the request's tokens begin with, and for GDN models the checkpoint slot of
+        the state at their end (none when it wants prompt logprobs, which are only computed for
+        tokens the request runs itself)."""
         if not self.prefix_caching or request.params.prompt_logprobs is not None:
-            return [], []
-        return self.pages.lookup(request.token_ids, (request.num_tokens - 1) // self.page_size)
+            return [], [], None
+        ps = self.page_size
+        hits, keys = self.pages.lookup(request.token_ids, ps, (request.num_tokens - 1) // ps)
+        if self.slots is None:
+            return hits, keys, None
+        for i in range(len(hits), 0, -1):
+            checkpoint = self.slots.find(keys[i - 1], request.token_ids[(i - 1) * ps:i * ps])
+            if checkpoint is not None:
+                return hits[:i], keys[:i], checkpoint
+        return [], [], None
 
-    def _reuse(self, request: Request, hits: list[int], keys: list[int]) -> None:
+    def _reuse(self, request: Request, hits: list[int], keys: list[int], checkpoint: int | None) -> None:
         self.pages.acquire(hits)
+        if checkpoint is not None:
+            self.slots.acquire([checkpoint])
+            request.read_slot = checkpoint
         request.pages, request.page_keys = list(hits), list(keys)
         request.num_computed_tokens = len(hits) * self.page_size
         if request.num_preemptions == 0:
@@ -143,6 +167,22 @@ class Scheduler:
         if self.prefix_caching:
             self.prefix_queries += request.num_tokens
             self.prefix_hits += request.num_computed_tokens
+
+    def _checkpoint_at(self, request: Request, position: int) -> bool:
+        return position > 0 and position % self.page_size == 0 and (
+            position % self.checkpoint_interval == 0
+            or position == request.num_prompt_tokens // self.page_size * self.page_size)
+
+    def _clip(self, request: Request, start: int, n: int) -> int:
+        """End a GDN request's chunk at its next checkpoint position, where the state is kept."""
+        if self.slots is None or not self.prefix_caching:
+            return n
+        ps = self.page_size
+        first_page_end = (start // ps + 1) * ps
+        for position in range(first_page_end, start + n, ps):
+            if self._checkpoint_at(request, position):
+                return position - start
+        return n
 
     def _fit(self, request: Request, wanted: int) -> int:
         """How many of `wanted` new tokens fit in the request's pages plus the free ones."""
@@ -181,22 +221,41 @@ class Scheduler:
     def _release(self, request: Request) -> None:
         self.pages.release(request.pages)
         request.pages, request.page_keys = [], []
-        if request.slot is not None:
-            self.slots.release([request.slot])
-            request.slot = None
+        held = [s for s in (request.slot, request.read_slot) if s is not None]
+        if held:
+            self.slots.release(held)
+        request.slot = request.read_slot = None
 
     # -- after the step --------------------------------------------------------------------------
 
-    def advance(self, batch: ScheduledBatch, sampled: list[int | None]) -> None:
-        """Account for a finished forward pass: computed tokens move on, sampled tokens join."""
+    def advance(self, batch: ScheduledBatch, sampled: list[int | None]) -> list[tuple[int, int]]:
+        """Account for a finished forward pass: computed tokens move on, sampled tokens join.
+        Returns the state copies (from slot, to slot) that keep checkpoints, for the runner to make."""
+        copies = []
         for request, n, token in zip(batch.requests, batch.num_new_tokens, sampled):
             request.num_computed_tokens += n
+            if request.read_slot is not None:    # its state lives in its own slot from now on
+                self.slots.release([request.read_slot])
+                request.read_slot = None
             if self.prefix_caching:
                 self._register_full_pages(request)
+                if self.slots is not None and self._checkpoint_at(request, request.num_computed_tokens):
+                    self._keep_checkpoint(request, copies)
             if token is not None:
                 request.token_ids.append(token)
                 if request.status == RequestStatus.PREFILLING:
                     request.transition(RequestStatus.DECODING)
+        return copies
+
+    def _keep_checkpoint(self, request: Request, copies: list[tuple[int, int]]) -> None:
+        position = request.num_computed_tokens
+        key = request.page_keys[position // self.page_size - 1]
+        if self.slots.has(key) or self.slots.num_free == 0:
+            return
+        slot = self.slots.allocate(1)[0]
+        self.slots.register(slot, key, request.token_ids[position - self.page_size:position])
+        self.slots.release([slot])             # held by nobody: a cached, evictable checkpoint
+        copies.append((request.slot, slot))
 
     def _register_full_pages(self, request: Request) -> None:
         for i in range(len(request.page_keys), request.num_computed_tokens // self.page_size):
@@ -208,21 +267,23 @@ class Scheduler:
     # -- the invariant ---------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
-        """free + owned + cached == capacity for pages (a page owned by k requests has ref_count k)
-        and free + owned == capacity for slots; nothing in two states; only running requests own."""
-        owned = Counter(p for r in self.requests.values() for p in r.pages)
-        free, cached = self.pages.free_ids(), self.pages.cached_ids()
-        everything = list(owned) + free + cached
-        assert len(everything) == len(set(everything)), "a page is in two of free / owned / cached"
-        assert set(everything) == set(range(self.pages.capacity)), (
-            f"pages: free {len(free)} + owned {len(owned)} + cached {len(cached)} != capacity {self.pages.capacity}")
-        for page, holders in owned.items():
-            assert self.pages.ref_count[page] == holders, f"page {page}: ref_count {self.pages.ref_count[page]}, held by {holders}"
-        assert all(self.pages.ref_count[p] == 0 for p in free + cached), "a free or cached page has references"
+        """free + owned + cached == capacity for pages and for state slots (an id held by k requests
+        has ref_count k); nothing in two states; only running requests hold anything."""
+        requests = self.requests.values()
+        pools = [(self.pages, [p for r in requests for p in r.pages])]
         if self.slots is not None:
-            slots = [r.slot for r in self.requests.values() if r.slot is not None] + self.slots.free_ids()
-            assert sorted(slots) == list(range(self.slots.capacity)), f"state slots: free + owned != {self.slots.capacity}"
-        for request in self.requests.values():
-            holds = bool(request.pages) or request.slot is not None
+            pools.append((self.slots, [s for r in requests for s in (r.slot, r.read_slot) if s is not None]))
+        for pool, held in pools:
+            owned = Counter(held)
+            free, cached = pool.free_ids(), pool.cached_ids()
+            everything = list(owned) + free + cached
+            assert len(everything) == len(set(everything)), f"{pool.name}: an id is in two of free / owned / cached"
+            assert set(everything) == set(range(pool.capacity)), (
+                f"{pool.name}: free {len(free)} + owned {len(owned)} + cached {len(cached)} != capacity {pool.capacity}")
+            for i, holders in owned.items():
+                assert pool.ref_count[i] == holders, f"{pool.name} {i}: ref_count {pool.ref_count[i]}, held by {holders}"
+            assert all(pool.ref_count[i] == 0 for i in free + cached), f"{pool.name}: a free or cached id has references"
+        for request in requests:
+            holds = bool(request.pages) or request.slot is not None or request.read_slot is not None
             assert not holds or request in self.running, f"{request} holds memory but is not running"
             assert request.num_computed_tokens <= len(request.pages) * self.page_size, f"{request} outgrew its pages"

@@ -1,14 +1,16 @@
-"""The page pool with its prefix index.
+"""A pool of ids that requests own, share, and leave behind as a prefix cache.
 
-Owns the state of every page: free, owned (ref_count > 0: by that many requests), or cached
-(ref_count 0, its content still known by hash, evictable, least recently used first). Pages are
-never written once full, so a full page can be shared: a request whose tokens start with the
-same full pages as a cached or running sequence acquires those pages instead of recomputing them.
+Two pools are made of it: pages (KV / MLA latent) and GDN state slots. Owns the state of every
+id: free, owned (ref_count > 0: by that many requests), or cached (ref_count 0, its content still
+known by key, evictable, least recently used first).
 
-A full page's key is a chain hash (xxh64 of the previous page's key and this page's token ids),
-so a key names the whole prefix up to the page's end; a hit is also checked against the stored
-token ids. Pages join the index when their last token has been computed (`register`) and leave it
-only when evicted to make room (`allocate`). No tensors here: the ids index `ModelCaches`.
+Keys name token prefixes: a full page's key is a chain hash (xxh64 of the previous page's key and
+this page's token ids), so it names the whole prefix up to the page's end. A page holds the keys
+and values of its tokens; a state slot registered under a page's key holds the GDN state after the
+prefix that ends there (a checkpoint). Full pages and checkpoints are never written again, so they
+can be shared. Hits are checked against the stored token ids of the last page. Ids join the index
+when their content is complete (`register`) and leave it only when evicted to make room
+(`allocate`). No tensors here: the ids index `ModelCaches`.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ def chain_hash(previous: int, token_ids: list[int]) -> int:
     return xxhash.xxh64_intdigest(array("Q", [previous, *token_ids]).tobytes())
 
 
-class PagePool:
-    def __init__(self, capacity: int, page_size: int):
+class PrefixPool:
+    def __init__(self, name: str, capacity: int):
         if capacity < 1:
-            raise ValueError(f"page pool capacity={capacity}: expected >= 1")
-        self.name = "page"
+            raise ValueError(f"{name} pool capacity={capacity}: expected >= 1")
+        self.name = name
         self.capacity = capacity
-        self.page_size = page_size
         self._free: deque[int] = deque(range(capacity))
         self.ref_count = [0] * capacity
         self._hash: list[int | None] = [None] * capacity
@@ -39,7 +40,7 @@ class PagePool:
 
     @property
     def num_free(self) -> int:
-        """Pages a request can get: unused ones and evictable cached ones."""
+        """Ids a request can get: unused ones and evictable cached ones."""
         return len(self._free) + len(self._cached)
 
     @property
@@ -54,7 +55,7 @@ class PagePool:
 
     def allocate(self, n: int) -> list[int]:
         if n > self.num_free:
-            raise RuntimeError(f"page pool: asked for {n}, {self.num_free} free of {self.capacity}")
+            raise RuntimeError(f"{self.name} pool: asked for {n}, {self.num_free} free of {self.capacity}")
         pages = []
         for _ in range(n):
             if self._free:
@@ -77,29 +78,37 @@ class PagePool:
                 else:
                     self._cached[page] = None
 
-    def lookup(self, token_ids: list[int], max_pages: int) -> tuple[list[int], list[int]]:
+    def lookup(self, token_ids: list[int], page_size: int, max_pages: int) -> tuple[list[int], list[int]]:
         """The longest run of cached or owned full pages holding token_ids' prefix: (pages, keys)."""
         pages, keys, key = [], [], 0
         for i in range(max_pages):
-            tokens = token_ids[i * self.page_size:(i + 1) * self.page_size]
+            tokens = token_ids[i * page_size:(i + 1) * page_size]
             key = chain_hash(key, tokens)
-            page = self._by_hash.get(key)
-            if page is None or self._tokens[page] != tokens:
+            page = self.find(key, tokens)
+            if page is None:
                 break
             pages.append(page)
             keys.append(key)
         return pages, keys
 
-    def acquire(self, pages: list[int]) -> None:
-        """Take a reference on pages found by `lookup`."""
-        for page in pages:
+    def find(self, key: int, last_tokens: list[int]) -> int | None:
+        """The id registered under `key` whose last page held `last_tokens`, if any."""
+        found = self._by_hash.get(key)
+        return found if found is not None and self._tokens[found] == last_tokens else None
+
+    def acquire(self, ids: list[int]) -> None:
+        """Take a reference on ids found by `lookup` or `find`."""
+        for page in ids:
             if self.ref_count[page] == 0:
                 del self._cached[page]
             self.ref_count[page] += 1
 
+    def has(self, key: int) -> bool:
+        return key in self._by_hash
+
     def register(self, page: int, key: int, token_ids: list[int]) -> None:
-        """`page` is full and holds `token_ids` under prefix key `key`; index it unless another
-        page already holds the same prefix (then this one stays private and is freed on release)."""
+        """`page` is complete for the prefix `key` (whose last page holds `token_ids`); index it
+        unless another id already holds it (then this one stays private and is freed on release)."""
         if key not in self._by_hash and self._hash[page] is None:
             self._by_hash[key] = page
             self._hash[page] = key
