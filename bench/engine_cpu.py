@@ -87,7 +87,8 @@ def main() -> int:
     from tokenyard.engine.default_model import default_model_path
 
     path = default_model_path()
-    engine = LLMEngine(path, dtype="float32", device="cpu", kv_cache_memory=256 << 20)
+    # no prefix cache: repeated runs of the same prompt must recompute it, as transformers does
+    engine = LLMEngine(path, dtype="float32", device="cpu", kv_cache_memory=256 << 20, enable_prefix_caching=False)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
     vocab = engine.vocab_size

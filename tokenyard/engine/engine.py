@@ -80,10 +80,13 @@ class LLMEngine:
         cuda = self.device.type == "cuda"
         max_num_seqs = max_num_seqs or (256 if cuda else 32)
         spec = self.model.cache_spec()
-        # GDN models: a running state per request, and as many again for cached checkpoints
-        default_slots = max_num_seqs * (2 if enable_prefix_caching else 1)
-        num_slots = (num_state_slots or default_slots) if spec.has_gdn else 0
         budget = kv_cache_memory or memory_budget(self.device, gpu_memory_utilization)
+        num_slots = 0
+        if spec.has_gdn:
+            # a running state per request and as many again for cached checkpoints, in at most half
+            # the budget (states of large hybrid models take tens of MB); fewer slots, fewer running
+            wanted = max_num_seqs * (2 if enable_prefix_caching else 1)
+            num_slots = num_state_slots or max(1, min(wanted, budget // 2 // spec.bytes_per_slot(self.dtype)))
         num_pages = num_pages_for_budget(spec, self.dtype, page_size, num_slots, budget)
         self.caches = ModelCaches.allocate(spec, num_pages, page_size, num_slots, self.dtype, self.device)
 
