@@ -24,27 +24,36 @@ LOG2E = 1.4426950408889634
 # --- kv_cache_write ------------------------------------------------------------------------------
 
 
+# BLOCK_T tokens a program; each token's [Hk, D] row of k (and of v) is one flat run of Hk·D values.
+
+
+@triton.jit
+def _copy_rows(src_ptr, dst_ptr, t, ok, page, row, H, D, stride_st, stride_sh, stride_dp, stride_ds, stride_dh,
+               BLOCK_HD: tl.constexpr):
+    col = tl.arange(0, BLOCK_HD)
+    h = col // D
+    d = col % D
+    m = ok[:, None] & (col < H * D)[None, :]
+    x = tl.load(src_ptr + t[:, None] * stride_st + (h * stride_sh + d)[None, :], mask=m)
+    tl.store(dst_ptr + (page * stride_dp + row * stride_ds)[:, None] + (h * stride_dh + d)[None, :], x, mask=m)
+
+
 @triton.jit
 def _kv_cache_write_kernel(
-    k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, HK, D, DV,
+    k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, T, HK, D, DV,
     stride_kt, stride_kh, stride_vt, stride_vh,
     stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
-    PAGE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PAGE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_HD: tl.constexpr, BLOCK_HDV: tl.constexpr,
 ):
-    t = tl.program_id(0).to(tl.int64)
-    slot = tl.load(slot_ptr + t)
+    t = (tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    slot = tl.load(slot_ptr + t, mask=t < T, other=-1)
+    ok = slot >= 0
     page = slot // PAGE
     row = slot % PAGE
-    h = tl.arange(0, BLOCK_H)
-    d = tl.arange(0, BLOCK_D)
-    dv = tl.arange(0, BLOCK_DV)
-    ok = slot >= 0
-    km = tl.where(ok, (h < HK)[:, None] & (d < D)[None, :], False)
-    x = tl.load(k_ptr + t * stride_kt + h[:, None] * stride_kh + d[None, :], mask=km)
-    tl.store(kc_ptr + page * stride_kcp + row * stride_kcs + h[:, None] * stride_kch + d[None, :], x, mask=km)
-    vm = tl.where(ok, (h < HK)[:, None] & (dv < DV)[None, :], False)
-    y = tl.load(v_ptr + t * stride_vt + h[:, None] * stride_vh + dv[None, :], mask=vm)
-    tl.store(vc_ptr + page * stride_vcp + row * stride_vcs + h[:, None] * stride_vch + dv[None, :], y, mask=vm)
+    _copy_rows(k_ptr, kc_ptr, t, ok, page, row, HK, D, stride_kt, stride_kh, stride_kcp, stride_kcs, stride_kch,
+               BLOCK_HD)
+    _copy_rows(v_ptr, vc_ptr, t, ok, page, row, HK, DV, stride_vt, stride_vh, stride_vcp, stride_vcs, stride_vch,
+               BLOCK_HDV)
 
 
 def kv_cache_write(*, k, v, k_cache, v_cache, slot_mapping):
@@ -52,14 +61,16 @@ def kv_cache_write(*, k, v, k_cache, v_cache, slot_mapping):
     DV = v.shape[2]
     if k.stride(-1) != 1 or v.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("kv_cache_write: k, v and the caches must be contiguous in their last dim")
+    block_hd = triton.next_power_of_2(HK * max(D, DV))
+    block_t = max(1, min(16, 4096 // block_hd))
     if T > 0:
-        _kv_cache_write_kernel[(T,)](
-            k, v, k_cache, v_cache, slot_mapping, HK, D, DV,
+        _kv_cache_write_kernel[(triton.cdiv(T, block_t),)](
+            k, v, k_cache, v_cache, slot_mapping, T, HK, D, DV,
             k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-            PAGE=k_cache.shape[1], BLOCK_H=triton.next_power_of_2(HK), BLOCK_D=triton.next_power_of_2(D),
-            BLOCK_DV=triton.next_power_of_2(DV), num_warps=4,
+            PAGE=k_cache.shape[1], BLOCK_T=block_t, BLOCK_HD=triton.next_power_of_2(HK * D),
+            BLOCK_HDV=triton.next_power_of_2(HK * DV), num_warps=4,
         )
     return None
 
@@ -139,10 +150,11 @@ def _attn_extend_kernel(
 
 
 def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
-    """(BM, BN, num_warps, num_stages) by head dim: the fp32 accumulator [BM, DV] must fit."""
+    """(BM, BN, num_warps, num_stages) by head dim, from bench/gpu_ops.py --sweep on H100: the fp32
+    accumulator [BM, DV] and the K/V stages must fit (BN=128 at d=256 needs 320 KB of smem)."""
     if max(d, dv) > 128:
-        return 128, 64, 8, 2
-    return 128, 64, 8, 3
+        return 128, 64, 8, 3
+    return 128, 128, 8, 2
 
 
 def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale, config=None):
@@ -212,41 +224,54 @@ def _attn_decode_split_kernel(
 @triton.jit
 def _attn_decode_merge_kernel(mo_ptr, ml_ptr, o_ptr, NS, DV, stride_ob, stride_oh, HQ,
                               BS: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """o = Σ_s 2^{lse_s − M} o_s / Σ_s 2^{lse_s − M}, over the splits in slices of BS (a
+    [NS, DV] tile in registers would spill at 128K keys)."""
     pid = tl.program_id(0)
     b = pid // HQ
     h = pid % HQ
-    s = tl.arange(0, BS)
-    dv = tl.arange(0, BLOCK_DV)
+    dv = tl.program_id(1) * BLOCK_DV + tl.arange(0, BLOCK_DV)
     base = pid.to(tl.int64) * NS
-    lse = tl.load(ml_ptr + base + s, mask=s < NS, other=float("-inf"))
-    m = tl.max(lse, 0)
+    mv = tl.full([BS], float("-inf"), dtype=tl.float32)
+    for s0 in range(0, NS, BS):
+        s = s0 + tl.arange(0, BS)
+        mv = tl.maximum(mv, tl.load(ml_ptr + base + s, mask=s < NS, other=float("-inf")))
+    m = tl.max(mv, 0)
     m = tl.where(m == float("-inf"), 0.0, m)
-    wts = tl.exp2(lse - m)
-    parts = tl.load(mo_ptr + (base + s)[:, None] * DV + dv[None, :], mask=(s < NS)[:, None] & (dv < DV)[None, :], other=0.0)
-    out = tl.sum(wts[:, None] * parts, 0) / tl.maximum(tl.sum(wts, 0), 1e-30)
+    acc = tl.zeros([BS, BLOCK_DV], dtype=tl.float32)
+    den = tl.zeros([BS], dtype=tl.float32)
+    for s0 in range(0, NS, BS):
+        s = s0 + tl.arange(0, BS)
+        wts = tl.exp2(tl.load(ml_ptr + base + s, mask=s < NS, other=float("-inf")) - m)
+        parts = tl.load(mo_ptr + (base + s)[:, None] * DV + dv[None, :], mask=(s < NS)[:, None] & (dv < DV)[None, :],
+                        other=0.0)
+        acc += wts[:, None] * parts
+        den += wts
+    out = tl.sum(acc, 0) / tl.maximum(tl.sum(den, 0), 1e-30)
     tl.store(o_ptr + b * stride_ob + h * stride_oh + dv, out.to(o_ptr.dtype.element_ty), mask=dv < DV)
 
 
-def decode_splits(batch: int, kv_heads: int, max_keys: int, block_n: int, target_programs: int = 528) -> int:
+def decode_splits(batch: int, kv_heads: int, max_keys: int, block_n: int, target_programs: int) -> int:
     """Splits per (sequence, kv head): enough programs for ~4 per SM, none shorter than 4 key blocks."""
     longest = max(1, triton.cdiv(max_keys, 4 * block_n))
     return max(1, min(longest, triton.cdiv(target_programs, batch * kv_heads), 512))
 
 
-def decode_config(page: int) -> tuple[int, int, int]:
-    """(BN, num_warps, num_stages)."""
-    return 64, 4, 3
+def decode_config(d: int, batch: int, kv_heads: int) -> tuple[int, int, int, int]:
+    """(BN, num_warps, num_stages, target programs), from bench/gpu_ops.py --sweep on H100."""
+    if d > 128:
+        return 32, 4, 4, 264
+    return 64, 4, 2, (528 if batch * kv_heads < 64 else 264)
 
 
-def attention_decode(*, q, k_cache, v_cache, page_table, seqlens_k, scale, config=None, target_programs=528):
+def attention_decode(*, q, k_cache, v_cache, page_table, seqlens_k, scale, config=None):
     B, HQ, D = q.shape
     HK, DV = k_cache.shape[2], v_cache.shape[3]
     page = k_cache.shape[1]
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("attention_decode: q and the caches must be contiguous in their last dim")
-    bn, warps, stages = config or decode_config(page)
+    bn, warps, stages, target = config or decode_config(max(D, DV), B, HK)
     group = HQ // HK
-    ns = decode_splits(B, HK, page_table.shape[1] * page, bn, target_programs)
+    ns = decode_splits(B, HK, page_table.shape[1] * page, bn, target)
     o = torch.empty((B, HQ, DV), dtype=q.dtype, device=q.device)
     if B == 0:
         return o
@@ -258,8 +283,8 @@ def attention_decode(*, q, k_cache, v_cache, page_table, seqlens_k, scale, confi
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), page_table.stride(0),
         PAGE=page, D=D, DV=DV, BG=max(16, triton.next_power_of_2(group)), BN=bn, num_warps=warps, num_stages=stages,
     )
-    _attn_decode_merge_kernel[(B * HQ,)](
-        mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ,
-        BS=triton.next_power_of_2(ns), BLOCK_DV=triton.next_power_of_2(DV), num_warps=4,
+    block_dv = min(64, triton.next_power_of_2(DV))
+    _attn_decode_merge_kernel[(B * HQ, triton.cdiv(DV, block_dv))](
+        mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=16, BLOCK_DV=block_dv, num_warps=2,
     )
     return o

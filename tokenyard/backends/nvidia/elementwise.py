@@ -164,7 +164,7 @@ def _qk_norm_rope_kernel(
                      ROT, NEOX, BLOCK_HK, BLOCK_D)
 
 
-def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0):
+def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0, num_warps=None):
     T, HQ, D = q.shape
     HK = k.shape[1]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
@@ -177,7 +177,7 @@ def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, 
             q, k, q_w, k_w, positions, cs, HQ, HK, D,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset,
             ROT=rotary_dim, NEOX=style == "neox", BLOCK_HQ=triton.next_power_of_2(HQ),
-            BLOCK_HK=triton.next_power_of_2(HK), BLOCK_D=block_d, num_warps=_warps(elements // 2),
+            BLOCK_HK=triton.next_power_of_2(HK), BLOCK_D=block_d, num_warps=num_warps or _warps(elements),
         )
     return q, k
 
