@@ -15,7 +15,6 @@ import triton
 import triton.language as tl
 
 CHUNK = 64
-L2NORM_EPS = 1e-6
 
 
 @triton.jit
