@@ -174,10 +174,25 @@ def deepseek_v2(path: Path):
     return _build(DeepseekV2ForCausalLM, config, path, seed=5, released=True)
 
 
+def deepseek_v2_grouped(path: Path):
+    """DeepSeek-V2 (236B)'s routing: group_limited_greedy, groups ranked by their best expert."""
+    from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
+
+    config = DeepseekV2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, n_shared_experts=1, n_routed_experts=16, kv_lora_rank=32, q_lora_rank=48,
+        qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=16, num_experts_per_tok=3, first_k_dense_replace=1,
+        topk_method="group_limited_greedy", n_group=4, topk_group=2, norm_topk_prob=False,
+        routed_scaling_factor=2.0, max_position_embeddings=512, bos_token_id=0, eos_token_id=EOS,
+    )
+    return _build(DeepseekV2ForCausalLM, config, path, seed=6, released=True)
+
+
 BUILDERS = {
     "qwen3_next": qwen3_next,
     "qwen3_5": qwen3_5,
     "qwen3_5_moe": qwen3_5_moe,
     "deepseek_v3": deepseek_v3,
     "deepseek_v2": deepseek_v2,
+    "deepseek_v2_grouped": deepseek_v2_grouped,
 }

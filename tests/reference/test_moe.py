@@ -40,6 +40,29 @@ def test_moe_route_matches_transformers_deepseek_v3_router(device):
     torch.testing.assert_close(got_w, want_w.float())
 
 
+def test_moe_route_matches_transformers_deepseek_v2_group_limited_greedy_router(device):
+    modeling = pytest.importorskip("transformers.models.deepseek_v2.modeling_deepseek_v2")
+    from transformers import DeepseekV2Config
+
+    config = DeepseekV2Config(hidden_size=32, n_routed_experts=16, num_experts_per_tok=4, n_group=8, topk_group=3,
+                              topk_method="group_limited_greedy", routed_scaling_factor=16.0)
+    router = modeling.DeepseekV2TopkRouter(config).to(device)
+    with torch.no_grad():
+        router.weight.normal_()
+    x = rand(64, 32, device=device)
+    logits, expected_w, expected_ids = router(x)
+    weights, ids = moe_route(logits=logits, top_k=4, scoring="softmax", renormalize=False, n_group=8, topk_group=3,
+                             scale=16.0, group_score="max")
+    got_ids, got_w = by_expert(weights, ids)
+    want_ids, want_w = by_expert(expected_w, expected_ids)
+    assert torch.equal(got_ids, want_ids)
+    torch.testing.assert_close(got_w, want_w.float())
+    # the V3 group score (sum of the two best) picks other experts for some tokens on these logits
+    v3_ids = moe_route(logits=logits, top_k=4, scoring="softmax", renormalize=False, n_group=8, topk_group=3,
+                       scale=16.0, group_score="top2_sum")[1]
+    assert not torch.equal(by_expert(weights, v3_ids)[0], got_ids)
+
+
 @pytest.mark.parametrize("norm_topk_prob", [True, False])
 def test_moe_route_matches_transformers_qwen3_next_router(device, norm_topk_prob):
     modeling = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")

@@ -12,6 +12,7 @@ from tokenyard.kernel_api._validate import ACTIVATION_TYPES, FLOAT_TYPES, Valida
 from tokenyard.kernel_api.quant import NVFP4Weight
 
 SCORINGS = ("softmax", "sigmoid")
+GROUP_SCORES = ("top2_sum", "max")
 
 
 def _same_routes(out: list, ref: list, args: dict) -> Optional[str]:
@@ -44,14 +45,15 @@ declare("moe_route", example=_route_example, check=_same_routes,
 
 
 def moe_route(logits: torch.Tensor, top_k: int, scoring: str, renormalize: bool, bias: Optional[torch.Tensor] = None,
-              n_group: int = 1, topk_group: int = 1, scale: float = 1.0, *,
+              n_group: int = 1, topk_group: int = 1, scale: float = 1.0, group_score: str = "top2_sum", *,
               kernel: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick ``top_k`` experts per token from router logits [T, E] → (weights fp32 [T, k], ids int32 [T, k]).
 
     scores = softmax(logits) or sigmoid(logits). Selection uses scores + ``bias`` (DeepSeek-V3's
     e_score_correction_bias; it never enters the weights); with n_group > 1 experts form n_group
-    groups, a group scores the sum of its two best biased scores, and only the best ``topk_group``
-    groups compete. Weights are the unbiased scores of the picks, divided by their sum when
+    groups of consecutive experts, a group scores the sum of its two best biased scores
+    (``group_score="top2_sum"``, DeepSeek-V3) or its best score (``"max"``, DeepSeek-V2's
+    group_limited_greedy), and only the best ``topk_group`` groups compete. Weights are the unbiased scores of the picks, divided by their sum when
     ``renormalize``, times ``scale`` (routed_scaling_factor).
     """
     v = Validator("moe_route")
@@ -69,8 +71,9 @@ def moe_route(logits: torch.Tensor, top_k: int, scoring: str, renormalize: bool,
     if top_k > topk_group * (E // n_group):
         v.fail("top_k", f"is {top_k}, expected at most topk_group × experts per group = {topk_group * (E // n_group)}")
     v.number("scale", scale, low=0, low_open=True)
+    v.choice("group_score", group_score, GROUP_SCORES)
     return dispatch("moe_route", dict(logits=logits, top_k=top_k, scoring=scoring, renormalize=renormalize, bias=bias,
-                                      n_group=n_group, topk_group=topk_group, scale=scale), kernel)
+                                      n_group=n_group, topk_group=topk_group, scale=scale, group_score=group_score), kernel)
 
 
 def _experts_example(device, dtype, T=4096, E=256, top_k=8, H=2048, I=512):

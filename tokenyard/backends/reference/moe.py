@@ -7,9 +7,10 @@ Routing, per token, from router logits ℓ[E]:
     s = softmax(ℓ) or sigmoid(ℓ)                      (the weights come from s)
     c = s + bias                                        (bias, if given, only steers the choice:
                                                          DeepSeek-V3's e_score_correction_bias)
-    with n_group > 1 (DeepSeek-V3's group-limited rule): split c into n_group equal groups of
-    consecutive experts, score a group by the sum of its two largest c, keep the topk_group
-    best groups and drop every expert outside them
+    with n_group > 1 (group-limited routing): split c into n_group equal groups of consecutive
+    experts, score a group by the sum of its two largest c (DeepSeek-V3, "top2_sum") or by its
+    largest c (DeepSeek-V2's group_limited_greedy, "max"), keep the topk_group best groups and
+    drop every expert outside them
     ids = top_k of c;   w = s[ids];   w /= Σw if renormalize;   w *= scale
 Qwen's rule is the special case softmax, no bias, n_group = 1 (renormalize = norm_topk_prob).
 
@@ -41,6 +42,7 @@ def moe_route(
     n_group: int = 1,
     topk_group: int = 1,
     scale: float = 1.0,
+    group_score: str = "top2_sum",
 ):
     if scoring not in _SCORINGS:
         raise ValueError(f"scoring must be one of {_SCORINGS}, got {scoring!r}")
@@ -50,9 +52,12 @@ def moe_route(
     if n_group > 1:
         tokens, experts = choice.shape
         grouped = choice.view(tokens, n_group, experts // n_group)
-        group_score = grouped.topk(2, dim=-1).values.sum(-1)
-        kept = torch.zeros_like(group_score, dtype=torch.bool)
-        kept.scatter_(1, group_score.topk(topk_group, dim=-1).indices, True)
+        if group_score == "top2_sum":
+            group_rank = grouped.topk(2, dim=-1).values.sum(-1)
+        else:
+            group_rank = grouped.max(dim=-1).values
+        kept = torch.zeros_like(group_rank, dtype=torch.bool)
+        kept.scatter_(1, group_rank.topk(topk_group, dim=-1).indices, True)
         choice = grouped.masked_fill(~kept[..., None], float("-inf")).view(tokens, experts)
     ids = choice.topk(top_k, dim=-1).indices
     weights = scores.gather(1, ids)

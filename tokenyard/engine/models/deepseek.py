@@ -21,9 +21,9 @@ DeepSeek MoE: layers ≥ first_k_dense_replace are MoE (a dense MLP before). The
     V3  sigmoid scores; selection by scores + e_score_correction_bias among the topk_group best of
         n_group groups (a group scores its two best); weights = scores of the picks, renormalised
         if norm_topk_prob, × routed_scaling_factor.
-    V2  softmax scores, greedy top-k, weights × routed_scaling_factor (renormalised if
-        norm_topk_prob). V2's `group_limited_greedy` (groups scored by their best expert, as in
-        the 236B model) is not what `moe_route` computes and is refused.
+    V2  softmax scores, top-k over all experts (`greedy`, V2-Lite) or among the topk_group best of
+        n_group groups scored by their best expert (`group_limited_greedy`, the 236B model);
+        weights × routed_scaling_factor (renormalised if norm_topk_prob).
 Shared experts: one SwiGLU MLP of moe_intermediate_size · n_shared_experts, added unscaled.
 """
 
@@ -127,10 +127,12 @@ class DeepseekMoE(Part):
             self.expect("gate.e_score_correction_bias", self.num_experts)
         else:
             method = cfg.get("topk_method", "greedy")
-            if method != "greedy":
-                raise ValueError(f"config topk_method={method!r} is not supported for DeepSeek-V2; expected 'greedy' "
-                                 "(moe_route scores groups by their two best experts, V2 by its best)")
-            self.n_group = self.topk_group = 1
+            if method not in ("greedy", "group_limited_greedy"):
+                raise ValueError(f"config topk_method={method!r} is not supported for DeepSeek-V2; "
+                                 "expected 'greedy' or 'group_limited_greedy'")
+            grouped = method == "group_limited_greedy"
+            self.n_group = (cfg.get("n_group") or 1) if grouped else 1
+            self.topk_group = (cfg.get("topk_group") or 1) if grouped else 1
         self.expect("gate.weight", self.num_experts, hidden)
         self.experts = self.child("experts", Experts(prefix + "experts.", self.num_experts, hidden, cfg["moe_intermediate_size"], dtype, device))
         shared = cfg.get("n_shared_experts") or 0
@@ -146,7 +148,8 @@ class DeepseekMoE(Part):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         logits = ops.gemm(x.float(), self.gate)
         weights, ids = ops.moe_route(logits, self.top_k, "sigmoid" if self.v3 else "softmax", self.renormalize,
-                                     self.bias, self.n_group, self.topk_group, self.scale)
+                                     self.bias, self.n_group, self.topk_group, self.scale,
+                                     group_score="top2_sum" if self.v3 else "max")
         out = self.experts(x, weights, ids)
         return out if self.shared is None else out + self.shared(x)
 
