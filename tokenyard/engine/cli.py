@@ -1,17 +1,58 @@
-"""`tokenyard generate` and `tokenyard chat`: the engine from the terminal, streaming tokens.
+"""`tokenyard generate` and `tokenyard chat`: the engine from the terminal, streaming tokens; and
+the engine's flags, which every command that builds an engine adds (`serve` and `bench agentic`
+too, from tokenyard.engine.server.cli).
 
-Owns these two commands' flags and their terminal loops. With no --model, the embedded default
-(SmolLM2-135M-Instruct) is used. Prompts go through the model's chat template unless --raw; the
-engine flags are the same as `tokenyard serve`'s (one definition, in the server's cli module).
+Owns these two commands' flags and their terminal loops, and `add_engine_flags` / `engine_args`.
+With no --model, the embedded default (SmolLM2-135M-Instruct) is used. Prompts go through the
+model's chat template unless --raw.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 
-from tokenyard.engine.server.cli import _add_engine_flags, _engine_args
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '1073741824', '512M', '4GiB', '1.5G' (K/M/G/T are powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size such as 2G, 512M or 1073741824")
+    unit = (match.group(2) or "B")[0].upper()
+    return int(float(match.group(1)) * 1024 ** "BKMGT".index(unit))
+
+
+_ENGINE_FLAGS = ("max_model_len", "kv_cache_memory", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
+                 "page_size", "dtype", "device", "enable_prefix_caching", "checkpoint_interval", "cuda_graphs")
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """The LLMEngine arguments as flags; a flag left out keeps the engine's default."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--max-model-len", type=int, help="longest prompt + output (default: what the model and cache allow)")
+    group.add_argument("--kv-cache-memory", type=parse_size,
+                       help="bytes for the KV page pool and state slots, e.g. 2G (default: CPU 1G, GPU from --gpu-memory-utilization)")
+    group.add_argument("--gpu-memory-utilization", type=float, help="fraction of GPU memory the engine may use (default 0.85)")
+    group.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
+    group.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
+    group.add_argument("--page-size", type=int, help="tokens per KV page (default 16)")
+    group.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")
+    group.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
+    group.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+                       help="reuse computed pages and GDN state checkpoints across requests (default: on)")
+    group.add_argument("--checkpoint-interval", type=int,
+                       help="tokens between GDN state checkpoints, a multiple of --page-size (default 4096)")
+    group.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction,
+                       help="replay decode steps through CUDA graphs captured at start-up (default: on)")
+
+
+def engine_args(args: argparse.Namespace) -> dict:
+    """LLMEngine keyword arguments from the flags of `add_engine_flags` that were given."""
+    return {name: getattr(args, name) for name in _ENGINE_FLAGS if getattr(args, name) is not None}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +63,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="<= 0: off")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     parser.add_argument("--system", default=None, help="a system message to start the conversation with")
-    _add_engine_flags(parser)
+    add_engine_flags(parser)
 
 
 def add_commands(subparsers) -> None:
@@ -39,7 +80,7 @@ def add_commands(subparsers) -> None:
 def _engine(args: argparse.Namespace):
     from tokenyard.engine.engine import LLMEngine
 
-    return LLMEngine(args.model, **_engine_args(args))
+    return LLMEngine(args.model, **engine_args(args))
 
 
 def _params(args: argparse.Namespace):

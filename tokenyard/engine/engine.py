@@ -185,7 +185,7 @@ class LLMEngine:
                     self.scheduler.finish(request, RequestStatus.FINISHED_ERROR)
                     outputs.append(self._output(request, [], None, error=f"{type(error).__name__}: {error}"))
                 return outputs
-            self.runner.copy_states(self.scheduler.advance(plan, result.sampled))
+            self.scheduler.advance(plan, result.sampled)
             outputs += self._process(plan, result)
             return outputs
 

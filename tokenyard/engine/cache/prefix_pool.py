@@ -9,8 +9,9 @@ this page's token ids), so it names the whole prefix up to the page's end. A pag
 and values of its tokens; a state slot registered under a page's key holds the GDN state after the
 prefix that ends there (a checkpoint). Full pages and checkpoints are never written again, so they
 can be shared. Hits are checked against the stored token ids of the last page. Ids join the index
-when their content is complete (`register`) and leave it only when evicted to make room
-(`allocate`). No tensors here: the ids index `ModelCaches`.
+when their content is complete (`register`) and leave it when evicted to make room (`allocate`)
+or when their owner says a newer one supersedes them (`forget`). No tensors here: the ids index
+`ModelCaches`.
 """
 
 from __future__ import annotations
@@ -113,3 +114,12 @@ class PrefixPool:
             self._by_hash[key] = page
             self._hash[page] = key
             self._tokens[page] = list(token_ids)
+
+    def forget(self, page: int, key: int) -> None:
+        """Take `page` out of the index and free it, if it is still cached under `key` (not evicted
+        and reused since) and nobody holds it; otherwise leave it as it is."""
+        if self._hash[page] == key and self.ref_count[page] == 0:
+            del self._cached[page]
+            del self._by_hash[key]
+            self._hash[page] = self._tokens[page] = None
+            self._free.append(page)

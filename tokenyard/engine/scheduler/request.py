@@ -57,6 +57,8 @@ class Request:
         self.page_keys: list[int] = []            # prefix keys of its first full pages (prefix cache)
         self.slot: int | None = None              # owned GDN state slot (its running state)
         self.read_slot: int | None = None         # a checkpoint its next step starts from, held till then
+        self.tail_checkpoint: tuple[int, int] | None = None   # (slot, key) of its latest checkpoint in the
+                                                              # generated tokens, superseded by the next one
         self.num_cached_tokens = 0                # prompt tokens served from the prefix cache
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None

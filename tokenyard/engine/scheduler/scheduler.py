@@ -14,8 +14,13 @@ Policy (continuous batching under a token budget):
      A model with GDN layers also needs the recurrent state at that point: the run is cut back to
      the longest prefix that has a state checkpoint, which the request reads (copy-on-write: its
      first step reads the checkpoint slot and writes its own). Checkpoints are taken at page-aligned
-     positions, every `checkpoint_interval` tokens and at the last page boundary of the prompt;
-     prefill chunks end there, and after the step the state is copied into a cached slot.
+     positions: every `checkpoint_interval` tokens, at the last page boundary of the prompt, and at
+     the end of every generation (the last page boundary its tokens reached when it finishes, so
+     that an agent's next turn resumes after the whole answer). Prefill chunks end at the first two
+     kinds (and a recomputation after a preemption at the last page boundary of its tokens); the
+     slot holding the state there is handed to the cache as it is and the request goes on in a
+     fresh slot, so nothing is copied. The end-of-generation checkpoint is a tail kept the same
+     way at every page boundary of the generated tokens, each superseding the one before.
 A request samples a token in a step whose chunk reaches the end of its tokens.
 May not touch: tensors, the model, the tokenizer.
 """
@@ -141,8 +146,10 @@ class Scheduler:
 
     def _lookup(self, request: Request) -> tuple[list[int], list[int], int | None]:
         """Cached pages the request's tokens begin with, and for GDN models the checkpoint slot of
-        the state at their end (none when it wants prompt logprobs, which are only computed for
-        tokens the request runs itself)."""
+        the state at their end."""
+        # A request that asks for prompt logprobs gets no hit: a prompt token's logprob comes from
+        # the logits of the step that runs the token before it, and the cache keeps keys, values and
+        # states, not logits. It still runs its whole prompt and leaves its pages for others.
         if not self.prefix_caching or request.params.prompt_logprobs is not None:
             return [], [], None
         ps = self.page_size
@@ -168,19 +175,28 @@ class Scheduler:
             self.prefix_queries += request.num_tokens
             self.prefix_hits += request.num_computed_tokens
 
-    def _checkpoint_at(self, request: Request, position: int) -> bool:
-        return position > 0 and position % self.page_size == 0 and (
-            position % self.checkpoint_interval == 0
-            or position == request.num_prompt_tokens // self.page_size * self.page_size)
+    def _kept_for_good(self, request: Request, position: int) -> bool:
+        """Checkpoint positions every request passes: every checkpoint_interval tokens and the
+        prompt's last page boundary."""
+        ps = self.page_size
+        return position > 0 and position % ps == 0 and (
+            position % self.checkpoint_interval == 0 or position == request.num_prompt_tokens // ps * ps)
+
+    def _in_generation(self, request: Request, position: int) -> bool:
+        """A page boundary past the prompt's last one: where the end-of-generation checkpoint may be."""
+        ps = self.page_size
+        return position % ps == 0 and position > request.num_prompt_tokens // ps * ps
 
     def _clip(self, request: Request, start: int, n: int) -> int:
-        """End a GDN request's chunk at its next checkpoint position, where the state is kept."""
+        """End a GDN request's chunk at its next checkpoint position, where the state is kept; a
+        request recomputing its generated tokens after a preemption also stops at the last page
+        boundary of its tokens, so that its end-of-generation checkpoint is not skipped."""
         if self.slots is None or not self.prefix_caching:
             return n
         ps = self.page_size
         first_page_end = (start // ps + 1) * ps
         for position in range(first_page_end, start + n, ps):
-            if self._checkpoint_at(request, position):
+            if self._kept_for_good(request, position) or position == request.num_tokens // ps * ps:
                 return position - start
         return n
 
@@ -228,10 +244,9 @@ class Scheduler:
 
     # -- after the step --------------------------------------------------------------------------
 
-    def advance(self, batch: ScheduledBatch, sampled: list[int | None]) -> list[tuple[int, int]]:
-        """Account for a finished forward pass: computed tokens move on, sampled tokens join.
-        Returns the state copies (from slot, to slot) that keep checkpoints, for the runner to make."""
-        copies = []
+    def advance(self, batch: ScheduledBatch, sampled: list[int | None]) -> None:
+        """Account for a finished forward pass: computed tokens move on, sampled tokens join, and
+        states at checkpoint positions are kept."""
         for request, n, token in zip(batch.requests, batch.num_new_tokens, sampled):
             request.num_computed_tokens += n
             if request.read_slot is not None:    # its state lives in its own slot from now on
@@ -239,23 +254,33 @@ class Scheduler:
                 request.read_slot = None
             if self.prefix_caching:
                 self._register_full_pages(request)
-                if self.slots is not None and self._checkpoint_at(request, request.num_computed_tokens):
-                    self._keep_checkpoint(request, copies)
+                position = request.num_computed_tokens
+                if self.slots is not None and (self._kept_for_good(request, position)
+                                               or self._in_generation(request, position)):
+                    self._keep_checkpoint(request)
             if token is not None:
                 request.token_ids.append(token)
                 if request.status == RequestStatus.PREFILLING:
                     request.transition(RequestStatus.DECODING)
-        return copies
 
-    def _keep_checkpoint(self, request: Request, copies: list[tuple[int, int]]) -> None:
+    def _keep_checkpoint(self, request: Request) -> None:
+        """The request's slot holds the state at this page boundary: register it as a checkpoint and
+        hand the request a fresh slot (its next step reads the checkpoint and writes the new slot).
+        Any checkpoint supersedes the request's tail, its previous one in the generated tokens, which
+        is forgotten; a checkpoint in the generated tokens off the interval becomes the new tail, so
+        each request leaves at most one behind, at the last page boundary it reached."""
         position = request.num_computed_tokens
         key = request.page_keys[position // self.page_size - 1]
+        if request.tail_checkpoint is not None:
+            self.slots.forget(*request.tail_checkpoint)
+            request.tail_checkpoint = None
         if self.slots.has(key) or self.slots.num_free == 0:
             return
-        slot = self.slots.allocate(1)[0]
-        self.slots.register(slot, key, request.token_ids[position - self.page_size:position])
-        self.slots.release([slot])             # held by nobody: a cached, evictable checkpoint
-        copies.append((request.slot, slot))
+        checkpoint = request.slot
+        self.slots.register(checkpoint, key, request.token_ids[position - self.page_size:position])
+        request.read_slot, request.slot = checkpoint, self.slots.allocate(1)[0]
+        if not self._kept_for_good(request, position):
+            request.tail_checkpoint = (checkpoint, key)
 
     def _register_full_pages(self, request: Request) -> None:
         for i in range(len(request.page_keys), request.num_computed_tokens // self.page_size):

@@ -1,6 +1,7 @@
 """`tokenyard serve` and `tokenyard bench agentic`.
 
-Owns the command-line flags of both and turning them into an engine, an app and a benchmark run.
+Owns the command-line flags of both (the engine's come from tokenyard.engine.cli, shared with
+`generate` and `chat`) and turning them into an engine, an app and a benchmark run.
 """
 
 from __future__ import annotations
@@ -8,47 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 from pathlib import Path
 
+from tokenyard.engine import cli as engine_cli
+from tokenyard.engine.cli import parse_size  # noqa: F401  (re-exported: tests/server/test_serve_cli.py imports it from here)
 from tokenyard.engine.server.tool_parsers import TOOL_PARSERS
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '1073741824', '512M', '4GiB', '1.5G' (K/M/G/T are powers of 1024)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a size such as 2G, 512M or 1073741824")
-    unit = (match.group(2) or "B")[0].upper()
-    return int(float(match.group(1)) * 1024 ** "BKMGT".index(unit))
-
-
-def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("engine")
-    group.add_argument("--max-model-len", type=int, default=None, help="longest prompt + output (default: what the model and cache allow)")
-    group.add_argument("--kv-cache-memory", type=parse_size, default=None,
-                       help="bytes for the KV page pool and state slots, e.g. 2G (default: CPU 1G, GPU from --gpu-memory-utilization)")
-    group.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="fraction of GPU memory the engine may use")
-    group.add_argument("--max-num-seqs", type=int, default=None, help="most requests in one batch")
-    group.add_argument("--max-num-batched-tokens", type=int, default=None, help="token budget of one step")
-    group.add_argument("--page-size", type=int, default=16, help="tokens per KV page")
-    group.add_argument("--dtype", default=None, help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")
-    group.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
-
-
-def _engine_args(args: argparse.Namespace) -> dict:
-    return {
-        "max_model_len": args.max_model_len,
-        "kv_cache_memory": args.kv_cache_memory,
-        "gpu_memory_utilization": args.gpu_memory_utilization,
-        "max_num_seqs": args.max_num_seqs,
-        "max_num_batched_tokens": args.max_num_batched_tokens,
-        "page_size": args.page_size,
-        "dtype": args.dtype,
-        "device": args.device,
-    }
 
 
 def build_server_app(model: str | None, engine_args: dict, api_key: str | None = None,
@@ -74,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api_key = args.api_key or os.environ.get("TOKENYARD_API_KEY")
-    app = build_server_app(args.model, _engine_args(args), api_key, args.tool_call_parser, args.served_model_name)
+    app = build_server_app(args.model, engine_cli.engine_args(args), api_key, args.tool_call_parser, args.served_model_name)
     state = app.state.server
     print(f"tokenyard: serving {state.model_name} (max_model_len {state.max_model_len}, tool-call parser "
           f"{state.tool_parser.name if state.tool_parser else 'none'}) on http://{args.host}:{args.port}/v1"
@@ -110,7 +75,7 @@ def _bench_agentic(args: argparse.Namespace) -> int:
         from tokenyard.engine.server.launch import ServerThread
 
         print("tokenyard bench agentic: no --base-url; starting a server on this machine", flush=True)
-        app = build_server_app(args.model, _engine_args(args))
+        app = build_server_app(args.model, engine_cli.engine_args(args))
         with ServerThread(app) as server:
             report = bench.run(f"{server.url}/v1", None, workload, gpus=args.gpus)
     print(bench.format_report(report))
@@ -129,7 +94,7 @@ def add_commands(subparsers) -> None:
     serve.add_argument("--tool-call-parser", default="auto", choices=["auto", "none", *TOOL_PARSERS],
                        help="tool-call format (default: detected from the chat template)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    _add_engine_flags(serve)
+    engine_cli.add_engine_flags(serve)
     serve.set_defaults(func=_serve)
 
     bench = subparsers.add_parser("bench", help="end-to-end benchmarks")
@@ -153,5 +118,5 @@ def add_commands(subparsers) -> None:
     agentic.add_argument("--seed", type=int, default=None)
     agentic.add_argument("--gpus", type=int, default=None, help="GPUs behind the endpoint: also report output tokens/min per GPU")
     agentic.add_argument("--out", default="out/bench", help="folder for agentic.json and agentic.png")
-    _add_engine_flags(agentic)
+    engine_cli.add_engine_flags(agentic)
     agentic.set_defaults(func=_bench_agentic)
