@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tokenyard.cli import build_parser
-from tokenyard.engine.server.cli import parse_size
+from tokenyard.engine.cli import parse_size
 
 
 def test_sizes_parse_as_powers_of_1024():

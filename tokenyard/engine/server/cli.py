@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from tokenyard.engine import cli as engine_cli
-from tokenyard.engine.cli import parse_size  # noqa: F401  (re-exported: tests/server/test_serve_cli.py imports it from here)
 from tokenyard.engine.server.tool_parsers import TOOL_PARSERS
 
 
