@@ -346,17 +346,7 @@ def sweep(op_name: str, rows: list, on_row=None) -> None:
         del chunks, o
     for heads, label in ((QWEN_ATTN, "16/2x256"), (LLAMA_ATTN, "32/8x128")):
         if op_name == "attention_extend":
-            a = cases.make("attention_extend", DEV, BF16, q_lens=[8192], kv_lens=[8192], page=64, **heads)
-            fl = attn_flops(a)
-            for cfg in ((128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 4), (128, 32, 8, 4), (128, 64, 4, 3)):
-                record("attention_extend", f"T=8192 {label}", cfg, lambda: attention.attention_extend(**a, config=cfg),
-                       False, fl, "flops")
-            a = cases.make("attention_extend", DEV, BF16, q_lens=[800], kv_lens=[32768 + 800], page=64, **heads)
-            fl = attn_flops(a)
-            for cfg in ((128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (64, 32, 4, 4), (64, 128, 8, 2),
-                        (128, 128, 8, 2)):
-                record("attention_extend", f"800 over 32K {label}", cfg,
-                       lambda: attention.attention_extend(**a, config=cfg), False, fl, "flops")
+            extend_sweep(heads, label, record)
         if op_name == "attention_decode":
             for ctx, b in ((131072, 1), (8192, 32)):
                 a = cases.make("attention_decode", DEV, BF16, kv_lens=[ctx] * b, page=64, **heads)
@@ -365,6 +355,43 @@ def sweep(op_name: str, rows: list, on_row=None) -> None:
                     record("attention_decode", f"B={b} ctx={ctx} {label}", cfg,
                            lambda: attention.attention_decode(**a, config=cfg), True, kv_bytes(a))
         torch.cuda.empty_cache()
+
+
+def extend_sweep(heads: dict, label: str, record) -> None:
+    """attention_extend at the default tile: TMA or gathered K/V tiles, GQA packing, program order,
+    and on the agentic turn key-range splits; each variant first checked against the reference on a
+    two-sequence case with a cached prefix (unsplit and split three ways)."""
+    d = heads["D"]
+    tile = (128, 64, 8, 3) if d == 256 else (128, 128, 8, 2)
+    variants = [dict(config=tile, tma=tma, pack=pack, heads_inner=inner)
+                for tma, pack, inner in ((False, False, False), (True, False, False), (True, False, True),
+                                         (True, True, True))]
+    check = cases.make("attention_extend", DEV, BF16, q_lens=[777, 100], kv_lens=[4096 + 777, 3000], page=64, **heads)
+    good = []
+    for v in variants:
+        try:
+            for ns in (1, 3):
+                cases.check("attention_extend", lambda **x: attention.attention_extend(**x, **v, splits=ns), check)
+            good.append(v)
+        except Exception as exc:
+            print(f"check failed {label} {v}: {str(exc)[:200]}", flush=True)
+
+    def name(v, ns=None):
+        return (v["config"] + (("tma",) if v["tma"] else ()) + (("pack",) if v["pack"] else ())
+                + (() if v["heads_inner"] else ("group-major",)) + ((f"ns={ns}",) if ns else ()))
+
+    a = cases.make("attention_extend", DEV, BF16, q_lens=[8192], kv_lens=[8192], page=64, **heads)
+    fl = attn_flops(a)
+    for v in good:
+        record("attention_extend", f"T=8192 {label}", name(v), lambda: attention.attention_extend(**a, **v), False, fl,
+               "flops")
+    a = cases.make("attention_extend", DEV, BF16, q_lens=[800], kv_lens=[32768 + 800], page=64, **heads)
+    fl = attn_flops(a)
+    for v in good:
+        if v["tma"] and v["heads_inner"]:
+            for ns in (1, 2, 5):
+                record("attention_extend", f"800 over 32K {label}", name(v, ns),
+                       lambda: attention.attention_extend(**a, **v, splits=ns), False, fl, "flops")
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The NVIDIA backend's Triton kernels compute the reference backend's function: checked on the CPU
-with Triton's interpreter (TRITON_INTERPRET=1) at tiny fp32 shapes.
+with Triton's interpreter (TRITON_INTERPRET=1) at tiny fp32 shapes, with the default launch or, where a case names one, another launch
+configuration whose code path the defaults don't reach at these sizes.
 
 The interpreter must be switched on before Triton is imported, so the kernels run in one child
 process (tests/gpu/cases.py builds the inputs and compares, as on the GPU); each case below is one
@@ -39,6 +40,11 @@ CASES = [
     ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False)),
     ("kv_cache_write", dict(T=9, Hk=2, D=16, page=4, kv_lens=[8, 8])),
     ("attention_extend", dict(q_lens=[5, 3, 1], kv_lens=[5, 11, 9], Hq=4, Hk=2, D=16, page=4)),
+    # GQA-packed tiles with the key range split three ways and merged; K/V tiles by TMA descriptor
+    ("attention_extend", dict(q_lens=[7, 20], kv_lens=[70, 90], Hq=8, Hk=2, D=16, page=16),
+     dict(config=(64, 16, 4, 1), splits=3, tma=True)),
+    ("attention_extend", dict(q_lens=[7, 20], kv_lens=[70, 90], Hq=6, Hk=2, D=16, page=16),
+     dict(config=(32, 16, 4, 1), splits=2)),
     ("attention_decode", dict(kv_lens=[1, 37, 100], Hq=4, Hk=1, D=16, page=4)),
 ]
 
@@ -48,10 +54,11 @@ sys.path.insert(0, sys.argv[1])
 import cases
 from tokenyard.backends.nvidia import kernels
 fns = {op: fn for op, fn, _ in kernels()}
-for op, shape in json.loads(sys.argv[2]):
+for op, shape, *launch in json.loads(sys.argv[2]):
     torch.manual_seed(0)
+    fn = (lambda op, kw: lambda **args: fns[op](**args, **kw))(op, launch[0] if launch else {})
     try:
-        err = cases.check(op, fns[op], cases.make(op, "cpu", torch.float32, **shape))
+        err = cases.check(op, fn, cases.make(op, "cpu", torch.float32, **shape))
         print(json.dumps({"ok": True, "error": err}), flush=True)
     except Exception as exc:
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
@@ -70,7 +77,7 @@ def results() -> list:
     return lines
 
 
-@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{op}-{i}" for i, (op, _) in enumerate(CASES)])
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{case[0]}-{i}" for i, case in enumerate(CASES)])
 def test_kernel_matches_reference_under_interpreter(results, index):
     result = results[index]
     assert result["ok"], f"{CASES[index]}: {result['error']}"

@@ -75,9 +75,11 @@ def kv_cache_write(*, k, v, k_cache, v_cache, slot_mapping):
     return None
 
 
-# --- attention_extend ----------------------------------------------------------------------------
-# One program per (block of BM queries of one sequence, q head), heaviest blocks first. Key blocks
-# that every query of the block sees run without a mask; the blocks on the diagonal with one.
+# --- attention_decode ----------------------------------------------------------------------------
+# Split-K ("flash decoding"): program (sequence, kv head, split) runs the query heads of its group
+# (padded to 16 rows for the MMA) over its share of the keys, cut from the sequence's real length
+# in-kernel; a second kernel merges the splits by their log-sum-exp. The number of splits depends
+# only on shapes, so the launch is graph-capturable.
 
 
 @triton.jit
@@ -98,90 +100,17 @@ def _attn_block(
     if MASK:
         s = tl.where((offs_n[None, :] <= qpos[:, None]) & kmask[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
+    if MASK:  # a row may see no key yet (an extend split that starts past its position): keep it at 0
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     v = tl.load(vc_ptr + (page * stride_vcp + row * stride_vcs + hk * stride_vch)[:, None] + dv[None, :],
                 mask=kmask[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
-
-
-@triton.jit
-def _attn_extend_kernel(
-    q_ptr, kc_ptr, vc_ptr, pt_ptr, cu_ptr, sk_ptr, o_ptr, qk_scale, B, GROUP,
-    stride_qt, stride_qh, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
-    stride_pt, stride_ot, stride_oh,
-    PAGE: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-):
-    pid = tl.num_programs(0) - 1 - tl.program_id(0)
-    seq, mb, valid = _find_block(cu_ptr, B, pid, BM, BLOCK_B)
-    h = tl.program_id(1)
-    hk = h // GROUP
-    q_start = tl.load(cu_ptr + seq)
-    q_len = tl.load(cu_ptr + seq + 1) - q_start
-    kv_len = tl.where(valid, tl.load(sk_ptr + seq), 0)
-    offs_m = mb * BM + tl.arange(0, BM)
-    m_mask = tl.where(valid, offs_m < q_len, False)
-    d = tl.arange(0, D)
-    dv = tl.arange(0, DV)
-    rows = (q_start + offs_m).to(tl.int64)
-    q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :], mask=m_mask[:, None], other=0.0)
-    qpos = kv_len - q_len + offs_m
-    first = kv_len - q_len + mb * BM  # position of the block's first query (>= 0 when valid)
-    end = tl.maximum(tl.minimum(kv_len, first + BM), 0)  # one past the last key any query of the block sees
-    full_end = tl.maximum(tl.minimum((first + 1) // BN * BN, end), 0)
-    pt_row = pt_ptr + seq.to(tl.int64) * stride_pt
-    m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BM], dtype=tl.float32)
-    acc = tl.zeros([BM, DV], dtype=tl.float32)
-    for start_n in range(0, full_end, BN):
-        acc, m_i, l_i = _attn_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, pt_row, hk, start_n, kv_len, qpos, qk_scale,
-                                    stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
-                                    PAGE, D, DV, BN, False)
-    for start_n in range(full_end, end, BN):
-        acc, m_i, l_i = _attn_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, pt_row, hk, start_n, kv_len, qpos, qk_scale,
-                                    stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
-                                    PAGE, D, DV, BN, True)
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(o_ptr + rows[:, None] * stride_ot + h * stride_oh + dv[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=m_mask[:, None])
-
-
-def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
-    """(BM, BN, num_warps, num_stages) by head dim, from bench/gpu_ops.py --sweep on H100: the fp32
-    accumulator [BM, DV] and the K/V stages must fit (BN=128 at d=256 needs 320 KB of smem)."""
-    if max(d, dv) > 128:
-        return 128, 64, 8, 3
-    return 128, 128, 8, 2
-
-
-def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale, config=None):
-    T, HQ, D = q.shape
-    HK, DV = k_cache.shape[2], v_cache.shape[3]
-    B = cu_seqlens_q.shape[0] - 1
-    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("attention_extend: q and the caches must be contiguous in their last dim")
-    bm, bn, warps, stages = config or extend_config(D, DV)
-    o = torch.empty((T, HQ, DV), dtype=q.dtype, device=q.device)
-    if T == 0 or B == 0:
-        return o
-    _attn_extend_kernel[(triton.cdiv(T, bm) + B, HQ)](
-        q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, o, scale * LOG2E, B, HQ // HK,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), page_table.stride(0), o.stride(0), o.stride(1),
-        PAGE=k_cache.shape[1], D=D, DV=DV, BM=bm, BN=bn, BLOCK_B=triton.next_power_of_2(B + 1),
-        num_warps=warps, num_stages=stages,
-    )
-    return o
-
-
-# --- attention_decode ----------------------------------------------------------------------------
-# Split-K ("flash decoding"): program (sequence, kv head, split) runs the query heads of its group
-# (padded to 16 rows for the MMA) over its share of the keys, cut from the sequence's real length
-# in-kernel; a second kernel merges the splits by their log-sum-exp. The number of splits depends
-# only on shapes, so the launch is graph-capturable.
 
 
 @triton.jit
@@ -287,4 +216,211 @@ def attention_decode(*, q, k_cache, v_cache, page_table, seqlens_k, scale, confi
     _attn_decode_merge_kernel[(B * HQ, triton.cdiv(DV, block_dv))](
         mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=16, BLOCK_DV=block_dv, num_warps=2,
     )
+    return o
+
+
+# --- attention_extend ----------------------------------------------------------------------------
+# A program owns BQ queries of one sequence × HP query heads of one kv head, laid out query-major as
+# the BM = BQ·HP rows of one MMA tile (HP = 1: one head, BQ = BM queries). Key blocks every row of
+# the tile sees run without a mask, the diagonal blocks with one; blocks run heaviest first.
+# Short turns over long prefixes (too few programs for two waves of SMs, e.g. 800 new tokens over a
+# 32K cache: 128 programs for 132 SMs) take two more steps: GQA packing (HP = the group, so each K/V
+# tile loaded serves every head of the group) and split-K (each program's key range cut into NS
+# slices run by separate programs, which store a normalised partial output and its log2-sum-exp for
+# the decode merge kernel to combine). Long prefills use neither: packing measured slower there
+# (bench/RESULTS.md). At d > 128 (page size a multiple of BN) a K/V tile is one TMA bulk copy of BN
+# rows of one page instead of a row gather through the page table.
+
+
+@triton.jit
+def _kv_tile_tma(c_desc, pt_row, hk, start_n, PAGE: tl.constexpr, D: tl.constexpr):
+    """Keys start_n .. start_n+BN of one page (PAGE a multiple of BN): one bulk tensor copy."""
+    page = tl.load(pt_row + start_n // PAGE)
+    return c_desc.load([page * PAGE + start_n % PAGE, hk * D])
+
+
+@triton.jit
+def _extend_block(
+    acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n, kv_len, qpos, qk_scale,
+    stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
+    PAGE: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BN: tl.constexpr, TMA: tl.constexpr, MASK: tl.constexpr,
+):
+    if TMA:
+        k = _kv_tile_tma(k_desc, pt_row, hk, start_n, PAGE, D)
+        s = tl.dot(q, tl.trans(k))
+        if MASK:
+            offs_n = start_n + tl.arange(0, BN)
+            s = tl.where((offs_n[None, :] <= qpos[:, None]) & (offs_n < kv_len)[None, :], s * qk_scale,
+                         float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees no key yet (split-K)
+            p = tl.exp2(s - m_use[:, None])
+            alpha = tl.exp2(m_i - m_use)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            p = tl.exp2(s * qk_scale - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _kv_tile_tma(v_desc, pt_row, hk, start_n, PAGE, DV)
+        if MASK:  # rows past the sequence's end are whatever the page holds: p = 0 there, v must be finite
+            v = tl.where((offs_n < kv_len)[:, None], v, 0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    else:
+        acc, m_new, l_i = _attn_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, pt_row, hk, start_n, kv_len, qpos, qk_scale,
+                                      stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch, PAGE, D,
+                                      DV, BN, MASK)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _attn_extend_kernel(
+    q_ptr, kc_ptr, vc_ptr, k_desc, v_desc, pt_ptr, cu_ptr, sk_ptr, o_ptr, mo_ptr, ml_ptr, qk_scale, B, HQ, GROUP,
+    stride_qt, stride_qh, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
+    stride_pt, stride_ot, stride_oh,
+    PAGE: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, NS: tl.constexpr, TMA: tl.constexpr, HEADS_INNER: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+):
+    per_block = HQ // HP * NS  # programs per query block
+    blocks = tl.num_programs(0) // per_block
+    if HEADS_INNER:  # every head's heaviest block first
+        pid = blocks - 1 - tl.program_id(0) // per_block
+        hs = tl.program_id(0) % per_block
+    else:  # one head group's blocks, heaviest first, then the next group's
+        pid = blocks - 1 - tl.program_id(0) % blocks
+        hs = tl.program_id(0) // blocks
+    seq, mb, valid = _find_block(cu_ptr, B, pid, BQ, BLOCK_B)
+    split = hs % NS
+    h0 = hs // NS * HP  # first packed query head
+    hk = h0 // GROUP
+    q_start = tl.load(cu_ptr + seq)
+    q_len = tl.load(cu_ptr + seq + 1) - q_start
+    kv_len = tl.where(valid, tl.load(sk_ptr + seq), 0)
+    r = tl.arange(0, BM)
+    qi = mb * BQ + r // HP  # query of row r within the sequence
+    heads = h0 + r % HP
+    m_mask = tl.where(valid, (qi < q_len) & (r < BQ * HP), False)
+    d = tl.arange(0, D)
+    dv = tl.arange(0, DV)
+    rows = (q_start + qi).to(tl.int64)
+    q = tl.load(q_ptr + (rows * stride_qt + heads * stride_qh)[:, None] + d[None, :], mask=m_mask[:, None], other=0.0)
+    qpos = kv_len - q_len + qi
+    first = kv_len - q_len + mb * BQ  # position of the block's first query (>= 0 when valid)
+    end = tl.maximum(tl.minimum(kv_len, first + BQ), 0)  # one past the last key any query of the block sees
+    full_end = tl.maximum(tl.minimum((first + 1) // BN * BN, end), 0)
+    lo = 0
+    hi = end
+    if NS > 1:
+        per_split = tl.cdiv(tl.cdiv(end, NS), BN) * BN
+        lo = tl.minimum(split * per_split, end)
+        hi = tl.minimum(lo + per_split, end)
+    pt_row = pt_ptr + seq.to(tl.int64) * stride_pt
+    m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BM], dtype=tl.float32)
+    acc = tl.zeros([BM, DV], dtype=tl.float32)
+    for start_n in range(lo, tl.minimum(full_end, hi), BN):
+        acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n, kv_len,
+                                      qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs,
+                                      stride_vch, PAGE, D, DV, BN, TMA, False)
+    for start_n in range(tl.maximum(full_end, lo), hi, BN):
+        acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n, kv_len,
+                                      qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs,
+                                      stride_vch, PAGE, D, DV, BN, TMA, True)
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    if NS > 1:
+        part = ((rows * HQ + heads) * NS + split).to(tl.int64)
+        tl.store(ml_ptr + part, tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf")),
+                 mask=m_mask)
+        tl.store(mo_ptr + part[:, None] * DV + dv[None, :], out, mask=m_mask[:, None])
+    else:
+        tl.store(o_ptr + (rows * stride_ot + heads * stride_oh)[:, None] + dv[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=m_mask[:, None])
+
+
+def _packed_heads(group: int, bm: int) -> int:
+    """Query heads a program packs: the largest divisor of the group leaving >= 16 queries a tile."""
+    return max(h for h in range(1, group + 1) if group % h == 0 and h * 16 <= bm)
+
+
+def extend_splits(programs: int, max_keys: int, block_n: int, sms: int) -> int:
+    """Key-range splits so that programs·splits fill whole waves of the SMs: the modelled time
+    waves(programs·s)/s plus a merge cost of 2% a split, none shorter than 4 key blocks."""
+    most = max(1, min(8, max_keys // (4 * block_n)))
+    return min(range(1, most + 1), key=lambda s: triton.cdiv(programs * s, sms) / s + (0.02 * s if s > 1 else 0.0))
+
+
+def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
+    """(BM, BN, num_warps, num_stages) by head dim, from bench/gpu_ops.py --sweep on H100: the fp32
+    accumulator [BM, DV] and the K/V stages must fit (BN=128 at d=256 needs 320 KB of smem)."""
+    if max(d, dv) > 128:
+        return 128, 64, 8, 3
+    return 128, 128, 8, 2
+
+
+def extend_layout(d: int, dv: int) -> tuple[bool, bool]:
+    """(K/V tiles by TMA, every head's heaviest block before the next block) by head dim, from the
+    H100 sweeps (bench/RESULTS.md, T=8K causal): at d=256 TMA tiles in that order 1095 µs, in head
+    order 1144, gathered tiles 1516; at d=128 TMA tiles 2149-2293 µs against 1593 gathered in head order."""
+    wide = max(d, dv) > 128
+    return wide, wide
+
+
+_SMS: dict = {}
+
+
+def _sm_count(device) -> int:
+    if device not in _SMS:
+        _SMS[device] = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    return _SMS[device]
+
+
+def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale, config=None, splits=None,
+                     tma=None, pack=None, heads_inner=None):
+    """The op, with the launch choices open for the sweeps: config (BM, BN, warps, stages), splits
+    of each key range, tma, pack (GQA packing) and heads_inner (program order); None = the default:
+    pack and split only when one program per (query block, head) would not fill two waves of SMs."""
+    T, HQ, D = q.shape
+    HK, DV = k_cache.shape[2], v_cache.shape[3]
+    page = k_cache.shape[1]
+    B = cu_seqlens_q.shape[0] - 1
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("attention_extend: q and the caches must be contiguous in their last dim")
+    bm, bn, warps, stages = config or extend_config(D, DV)
+    group = HQ // HK
+    o = torch.empty((T, HQ, DV), dtype=q.dtype, device=q.device)
+    if T == 0 or B == 0:
+        return o
+    default_tma, default_inner = extend_layout(D, DV)
+    sms = _sm_count(q.device)
+    if pack is None:
+        pack = (triton.cdiv(T, bm) + B) * HQ < 2 * sms
+    hp = _packed_heads(group, bm) if pack else 1
+    bq = bm // hp
+    blocks = triton.cdiv(T, bq) + B
+    ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
+    use_tma = default_tma if tma is None else tma
+    use_tma = use_tma and page % bn == 0 and k_cache.is_contiguous() and v_cache.is_contiguous()
+    heads_inner = default_inner if heads_inner is None else heads_inner
+    if use_tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        k_desc = TensorDescriptor.from_tensor(k_cache.view(-1, HK * D), [bn, D])
+        v_desc = TensorDescriptor.from_tensor(v_cache.view(-1, HK * DV), [bn, DV])
+    else:
+        k_desc = v_desc = None
+    mo = torch.empty((T * HQ * ns, DV) if ns > 1 else (1,), dtype=torch.float32, device=q.device)
+    ml = torch.empty((T * HQ * ns,) if ns > 1 else (1,), dtype=torch.float32, device=q.device)
+    _attn_extend_kernel[(HQ // hp * ns * blocks,)](
+        q, k_cache, v_cache, k_desc, v_desc, page_table, cu_seqlens_q, seqlens_k, o, mo, ml, scale * LOG2E, B, HQ,
+        group, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), page_table.stride(0), o.stride(0), o.stride(1),
+        PAGE=page, D=D, DV=DV, BQ=bq, HP=hp, BM=bm, BN=bn, NS=ns, TMA=use_tma, HEADS_INNER=heads_inner,
+        BLOCK_B=triton.next_power_of_2(B + 1), num_warps=warps, num_stages=stages,
+    )
+    if ns > 1:
+        block_dv = min(64, triton.next_power_of_2(DV))
+        _attn_decode_merge_kernel[(T * HQ, triton.cdiv(DV, block_dv))](
+            mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=triton.next_power_of_2(ns), BLOCK_DV=block_dv,
+            num_warps=2,
+        )
     return o
