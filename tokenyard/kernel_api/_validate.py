@@ -10,6 +10,7 @@ decode step and cannot happen inside CUDA-graph capture.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Iterable, Optional
 
@@ -22,6 +23,26 @@ INDEX_TYPES = (torch.int32, torch.int64)
 
 def _dtype_name(dtypes: Iterable[torch.dtype]) -> str:
     return " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_shape(shape: str) -> tuple[tuple[str, Optional[int]], ...]:
+    """"T,Hq,D" -> (("T", None), ("Hq", None), ("D", None)); a digit symbol carries its fixed size."""
+    dims = [d.strip() for d in shape.split(",")] if shape else []
+    return tuple((d, int(d) if d.isdigit() else None) for d in dims)
+
+
+# Index tensors up to this many elements are read on the host as a list: a decode step's (a few
+# rows) costs less that way than through tensor reductions.
+SMALL = 256
+
+
+def _min_max(t: torch.Tensor) -> tuple[int, int]:
+    if t.numel() <= SMALL:
+        values = t.reshape(-1).tolist()
+        return min(values), max(values)
+    lo, hi = torch.aminmax(t)
+    return int(lo), int(hi)
 
 
 class Validator:
@@ -49,18 +70,33 @@ class Validator:
         """``value`` must be a tensor of the symbolic ``shape``, one of ``dtypes`` (or ``like``'s dtype)."""
         if not isinstance(value, torch.Tensor):
             self.fail(name, f"is {type(value).__name__}, expected a torch.Tensor of shape [{shape}]")
-        dims = [d.strip() for d in shape.split(",")] if shape else []
-        if value.dim() != len(dims):
-            self.fail(name, f"has shape {tuple(value.shape)} ({value.dim()} dims), expected [{shape}]")
+        dims = _parse_shape(shape)
+        sizes = value.shape
+        if len(sizes) != len(dims):
+            self.fail(name, f"has shape {tuple(sizes)} ({value.dim()} dims), expected [{shape}]")
         if like_value is not None and value.dtype != like_value.dtype:
             self.fail(name, f"has dtype {value.dtype}, expected {like_value.dtype} (the dtype of '{like}')")
         if dtypes is not None:
-            dtypes = tuple(dtypes)
+            dtypes = dtypes if isinstance(dtypes, tuple) else tuple(dtypes)
             if value.dtype not in dtypes:
                 self.fail(name, f"has dtype {value.dtype}, expected {_dtype_name(dtypes)}")
-        self._device(name, value.device)
-        for i, (sym, size) in enumerate(zip(dims, value.shape)):
-            self.dim(name, value, i, sym, int(size))
+        device = value.device
+        if self.device is None:
+            self.device, self.device_from = device, name
+        elif device != self.device:
+            self._device(name, device)
+        bound = self.sizes
+        for i, (sym, fixed) in enumerate(dims):
+            size = sizes[i]
+            # the success path is one comparison per dim; dim() words the failure
+            if fixed is not None:
+                if size != fixed:
+                    self.dim(name, value, i, sym, size)
+            elif sym in bound:
+                if size != bound[sym][0]:
+                    self.dim(name, value, i, sym, size)
+            else:
+                bound[sym] = (size, name)
         return value
 
     def dim(self, name: str, value: torch.Tensor, i: int, sym: str, size: int) -> None:
@@ -111,7 +147,7 @@ class Validator:
     # -- index values --------------------------------------------------------------------
     @staticmethod
     def values_checkable(t: torch.Tensor) -> bool:
-        if t.device.type == "cpu":
+        if t.is_cpu:
             return True
         if os.environ.get("TOKENYARD_VALIDATE_INDICES") == "1":
             return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
@@ -121,7 +157,7 @@ class Validator:
         """Every element in [low, high)."""
         if t.numel() == 0 or not self.values_checkable(t):
             return
-        lo, hi = int(t.min()), int(t.max())
+        lo, hi = _min_max(t)
         if lo < low or hi >= high:
             bad = lo if lo < low else hi
             self.fail(name, f"holds {bad}, expected {what} in [{low}, {high})")

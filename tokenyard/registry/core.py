@@ -22,6 +22,7 @@ from tokenyard.registry.records import Candidate, KernelRecord, OpSpec, Selectio
 
 REFERENCE_BACKEND = "reference"
 POLICIES = ("priority", "fastest")
+MAX_SIGNATURES = 4096   # exact call signatures remembered (many share one shape bucket's choice)
 
 # Op specifications are declared once per process by tokenyard.kernel_api and shared by registries.
 OP_SPECS: dict[str, OpSpec] = {}
@@ -82,6 +83,21 @@ def call_site_key(op: str, device: torch.device, args: dict) -> str:
     return "|".join(parts)
 
 
+def call_signature(op: str, args: dict) -> tuple:
+    """What call_site_key depends on, unbucketed and unformatted: cheap enough to build on every
+    call, and a dict key for the selection already made for that call site."""
+    sig: list = [op]
+    for name, value in args.items():
+        if isinstance(value, torch.Tensor):
+            sig.append((name, value.dtype, value.shape, value.device))
+        elif isinstance(value, (str, bool)) or value is None:
+            sig.append((name, value))
+        else:
+            packed = getattr(value, "packed", None)
+            sig.append((name, packed.shape, packed.device) if isinstance(packed, torch.Tensor) else name)
+    return tuple(sig)
+
+
 def args_device(args: dict) -> torch.device:
     for value in args.values():
         if isinstance(value, torch.Tensor):
@@ -104,6 +120,7 @@ class Registry:
         self._loaded = False
         self._lock = threading.RLock()
         self._choices: dict[str, Selection] = {}
+        self._by_signature: dict[tuple, Selection] = {}   # call_signature -> the selection of its key
         self._cache_path = cache_path
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(BackendSpec)
@@ -115,7 +132,7 @@ class Registry:
             if any(r.key == record.key for r in existing):
                 raise ValueError(f"kernel {record.key!r} is already registered for op {record.op!r}")
             existing.append(record)
-            self._choices.clear()
+            self.clear_choices()
 
     def kernels(self, op: str) -> list[KernelRecord]:
         self.ensure_loaded()
@@ -177,7 +194,7 @@ class Registry:
                 self.pm.unregister(name=name)
                 return
             self.backends.append(name)
-            self._choices.clear()
+            self.clear_choices()
 
     # -- selection -------------------------------------------------------------------------
     def policy(self) -> str:
@@ -203,26 +220,30 @@ class Registry:
         self.ensure_loaded()
         if op not in self.ops:
             raise ValueError(f"op {op!r} is not part of the op contract; known ops: {sorted(self.ops)}")
-        device = args_device(args)
         override = (kernel, "argument") if kernel else self.override_for(op)
         if override is not None:
+            device = args_device(args)
             record = self.find(op, override[0])
             reason = record.ineligibility(device, args)
             if reason:
                 raise ValueError(f"kernel {record.key!r} chosen by {override[1]} for op {op!r} cannot run here: {reason}")
             return Selection(op, call_site_key(op, device, args), record, f"override:{override[1]}")
 
-        key = call_site_key(op, device, args)
-        cached = self._choices.get(key)
+        # The hot path: one dict lookup on the call's unbucketed signature.
+        signature = call_signature(op, args)
+        cached = self._by_signature.get(signature)
         if cached is not None:
             return cached
+        device = args_device(args)
+        key = call_site_key(op, device, args)
         with self._lock:
             cached = self._choices.get(key)
-            if cached is not None:
-                return cached
-            selection = self._select_uncached(op, key, device, args)
-            self._choices[key] = selection
-            return selection
+            if cached is None:
+                cached = self._choices[key] = self._select_uncached(op, key, device, args)
+            if len(self._by_signature) >= MAX_SIGNATURES:   # shapes that keep changing: start over
+                self._by_signature.clear()
+            self._by_signature[signature] = cached
+            return cached
 
     def _select_uncached(self, op: str, key: str, device: torch.device, args: dict) -> Selection:
         from tokenyard.registry import tuning
@@ -261,6 +282,7 @@ class Registry:
 
     def clear_choices(self) -> None:
         self._choices.clear()
+        self._by_signature.clear()
 
 
 _REGISTRY: Optional[Registry] = None

@@ -9,14 +9,18 @@ p_i = n − q_len + i, and query head h reading key/value head h // (Hq/Hk):
 
     o_i = Σ_{j ≤ p_i} softmax_j(scale · q_i·k_j) · v_j        (fp32 scores, softmax and sum)
 
-Extend gathers each sequence's pages and runs one masked softmax(QKᵀ)V per sequence (per block
-of QUERY_BLOCK queries, to bound memory on long prompts); decode gathers every sequence's pages
-at once (up to the longest) and runs one batched softmax.
+The sum is torch's scaled_dot_product_attention in fp32 with an explicit boolean mask (exactly
+the formula above; no causal shortcut, so a query block of a chunked prefill is masked by its own
+key positions). Extend gathers each sequence's pages once and runs one masked attention per
+sequence (per block of QUERY_BLOCK queries, to bound memory on long prompts); decode gathers
+every sequence's pages at once (up to the longest), one index_select per cache, and runs one
+batched attention.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .pools import flat_rows, write_slots
 
@@ -24,8 +28,9 @@ QUERY_BLOCK = 1024
 
 
 def gather_pages(cache: torch.Tensor, pages: torch.Tensor, n: int) -> torch.Tensor:
-    """The first n rows of the pages listed in pages[B, np]: [B, n, ...]."""
-    return cache[pages.long()].flatten(1, 2)[:, :n]
+    """The first n rows of the pages listed in pages[B, np]: [B, n, ...], one index_select."""
+    rows = cache.index_select(0, pages.reshape(-1))
+    return rows.view(pages.shape[0], pages.shape[1] * cache.shape[1], *cache.shape[2:])[:, :n]
 
 
 def causal_mask(positions: torch.Tensor, k_len: int) -> torch.Tensor:
@@ -51,29 +56,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     -> o[N, Lq, Hq, Dv] fp32; query head h uses key/value head h // (Hq/Hk). A query that sees
     no key (a padded decode row with seqlens_k = 0) gets zeros, as FlashAttention gives.
     """
-    n, lq, hq, d = q.shape
-    hk, dv = k.shape[2], v.shape[-1]
-    qg = q.float().view(n, lq, hk, hq // hk, d)
-    scores = torch.einsum("nqhgd,nshd->nhgqs", qg, k.float()) * scale
-    scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
-    probs = scores.softmax(-1).masked_fill(~mask.any(-1)[:, None, None, :, None], 0.0)
-    o = torch.einsum("nhgqs,nshd->nqhgd", probs, v.float())
-    return o.reshape(n, lq, hq, dv)
+    o = F.scaled_dot_product_attention(
+        q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2),
+        attn_mask=mask[:, None], scale=scale, enable_gqa=q.shape[2] != k.shape[2])
+    return torch.where(mask.any(-1)[:, None, :, None], o, 0.0).transpose(1, 2)
 
 
-def gather_sequences(cache: torch.Tensor, page_table: torch.Tensor, seqlens_k: torch.Tensor):
-    """Every sequence's cached rows, padded to the longest: ([B, n, ...], valid mask [B, n]).
+def sequence_pages(cache: torch.Tensor, page_table: torch.Tensor, seqlens_k: torch.Tensor):
+    """(pages [B, np], n, valid [B, n]) for gathering every sequence's cached rows of cache
+    [P, page_size, ...], padded to the longest: n = max(seqlens_k) (read on the host once).
 
-    The longest length is read on the host once; page-table entries past a sequence's own pages
-    are never dereferenced (they may hold padding).
+    Page-table entries past a sequence's own pages may hold padding, even out of range: they are
+    clamped into the pool, and the valid mask hides every row they bring in.
     """
-    page_size = cache.shape[1]
     n = int(seqlens_k.max())
-    n_pages = -(-n // page_size)
-    own = torch.arange(n_pages, device=page_table.device)[None, :] < (seqlens_k[:, None] + page_size - 1) // page_size
-    pages = torch.where(own, page_table[:, :n_pages], torch.zeros_like(page_table[:, :n_pages]))
+    pages = page_table[:, : -(-n // cache.shape[1])].clamp(0, cache.shape[0] - 1)
     valid = torch.arange(n, device=seqlens_k.device)[None, :] < seqlens_k[:, None]
-    return gather_pages(cache, pages, n), valid
+    return pages, n, valid
 
 
 def kv_cache_write(
@@ -84,8 +83,7 @@ def kv_cache_write(
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    write_slots(flat_rows(k_cache), slot_mapping, k)
-    write_slots(flat_rows(v_cache), slot_mapping, v)
+    write_slots(slot_mapping, (flat_rows(k_cache), k), (flat_rows(v_cache), v))
 
 
 def attention_extend(
@@ -123,6 +121,6 @@ def attention_decode(
     seqlens_k: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    k, valid = gather_sequences(k_cache, page_table, seqlens_k)
-    v, _ = gather_sequences(v_cache, page_table, seqlens_k)
+    pages, n, valid = sequence_pages(k_cache, page_table, seqlens_k)
+    k, v = gather_pages(k_cache, pages, n), gather_pages(v_cache, pages, n)
     return attend(q[:, None], k, v, valid[:, None, :], scale)[:, 0].to(q.dtype)

@@ -81,7 +81,7 @@ def causal_conv1d_extend(
         if end > start:
             y[start:end] = _conv(window.unfold(-1, width, 1), w, bias, activation).t()
         finals.append(window[:, window.shape[-1] - (width - 1) :])
-    write_states(conv_state, write_slots, torch.stack(finals))
+    write_states(write_slots, (conv_state, torch.stack(finals)))
     return y
 
 
@@ -97,7 +97,7 @@ def causal_conv1d_decode(
 ) -> torch.Tensor:
     window = torch.cat((read_states(conv_state, read_slots), x.float()[:, :, None]), dim=-1)  # [B, C, W]
     y = _conv(window[:, :, None, :], w, bias, activation)[:, :, 0]
-    write_states(conv_state, write_slots, window[:, :, 1:])
+    write_states(write_slots, (conv_state, window[:, :, 1:]))
     return y.to(x.dtype)
 
 
@@ -180,7 +180,7 @@ def gdn_extend(
         )
         out[s] = o.transpose(0, 1)
         finals.append(final)
-    write_states(state, write_slots, torch.stack(finals))
+    write_states(write_slots, (state, torch.stack(finals)))
     return out
 
 
@@ -201,5 +201,5 @@ def gdn_decode(
     s = read_states(state, read_slots) * g.float().exp()[..., None, None]  # [B, Hv, K, V]
     u = beta.float()[..., None] * (v.float() - torch.einsum("bhk,bhkv->bhv", k, s))
     s = s + k[..., :, None] * u[..., None, :]
-    write_states(state, write_slots, s)
+    write_states(write_slots, (state, s))
     return torch.einsum("bhk,bhkv->bhv", q, s).to(v.dtype)

@@ -11,6 +11,13 @@ import torch
 
 from .quant import dense_fp32
 
+# At most this many rows (a decode step), y is computed as (w·xᵀ)ᵀ: the same products and sums,
+# but CPU BLAS streams a wide weight this way round up to twice as fast (SmolLM2's lm_head at 8
+# rows: 19 → 9 ms on 2 cores); for more rows x·wᵀ is as fast without the transposing copy.
+FEW_ROWS = 64
+
 
 def gemm(*, x: torch.Tensor, w) -> torch.Tensor:
-    return (x.float() @ dense_fp32(w).t()).to(x.dtype)
+    x32, w32 = x.float(), dense_fp32(w)
+    y = (w32 @ x32.t()).t().contiguous() if x.shape[0] <= FEW_ROWS else x32 @ w32.t()
+    return y.to(x.dtype)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import attend, causal_blocks, causal_mask, gather_sequences
+from .attention import attend, causal_blocks, causal_mask, gather_pages, sequence_pages
 from .pools import flat_rows, write_slots
 
 
@@ -25,7 +25,7 @@ def mla_cache_write(
     kv_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    write_slots(flat_rows(kv_cache), slot_mapping, torch.cat((latent, k_rope.to(latent.dtype)), dim=-1))
+    write_slots(slot_mapping, (flat_rows(kv_cache), torch.cat((latent, k_rope.to(latent.dtype)), dim=-1)))
 
 
 def mla_decode(
@@ -39,8 +39,8 @@ def mla_decode(
 ) -> torch.Tensor:
     r = q_latent.shape[-1]
     q = torch.cat((q_latent.float(), q_rope.float()), dim=-1)
-    kv, valid = gather_sequences(kv_cache, page_table, seqlens_k)
-    kv = kv[:, :, None, :]  # one KV head shared by all query heads
+    pages, n, valid = sequence_pages(kv_cache, page_table, seqlens_k)
+    kv = gather_pages(kv_cache, pages, n)[:, :, None, :]  # one KV head shared by all query heads
     o = attend(q[:, None], kv, kv[..., :r], valid[:, None, :], scale)
     return o[:, 0].to(q_latent.dtype)
 

@@ -14,10 +14,12 @@ def flat_rows(cache: torch.Tensor) -> torch.Tensor:
     return cache.view(-1, *cache.shape[2:])
 
 
-def write_slots(rows: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> None:
-    """rows[slots[i]] = values[i] for every i whose slot is not -1."""
-    keep = slots >= 0
-    rows[slots[keep].long()] = values[keep].to(rows.dtype)
+def write_slots(slots: torch.Tensor, *writes: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """rows[slots[i]] = values[i] for each (rows, values) of writes and every i whose slot is not -1."""
+    keep = (slots >= 0).nonzero()[:, 0]
+    index = slots.index_select(0, keep).long()
+    for rows, values in writes:
+        rows.index_copy_(0, index, values.index_select(0, keep).to(rows.dtype))
 
 
 def read_slots(rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,9 @@ each pair rotates by its angle:
 
     x_a' = x_a·cos_i − x_b·sin_i
     x_b' = x_b·cos_i + x_a·sin_i
+
+computed for the whole rotary part at once as x' = x·cos + partner(x)·(∓sin), where partner(x)
+swaps each x_a with its x_b and ∓sin is −sin_i at x_a's place and +sin_i at x_b's.
 """
 
 from __future__ import annotations
@@ -20,21 +23,26 @@ from .norm import rms
 _STYLES = ("neox", "gptj")
 
 
-def rotated(x: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor, rotary_dim: int, style: str) -> torch.Tensor:
-    """x[T, H, D] (fp32) with its first rotary_dim dims rotated; a new fp32 tensor."""
+def angles(positions: torch.Tensor, cos_sin: torch.Tensor, rotary_dim: int, style: str):
+    """(cos, ∓sin), each [T, 1, rotary_dim] fp32, laid out like the rotary part of a head."""
     if style not in _STYLES:
         raise ValueError(f"style must be one of {_STYLES}, got {style!r}")
     half = rotary_dim // 2
     cs = cos_sin[positions].float()
     cos, sin = cs[:, None, :half], cs[:, None, half:]
-    part, rest = x[..., :rotary_dim], x[..., rotary_dim:]
     if style == "neox":
-        a, b = part[..., :half], part[..., half:]
-        part = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+        return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
+    return torch.stack((cos, cos), dim=-1).flatten(-2), torch.stack((-sin, sin), dim=-1).flatten(-2)
+
+
+def rotate(part: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, style: str) -> torch.Tensor:
+    """The rotary part [T, H, rotary_dim] (fp32) rotated; a new fp32 tensor."""
+    half = part.shape[-1] // 2
+    if style == "neox":
+        partner = part.roll(half, dims=-1)
     else:
-        a, b = part[..., 0::2], part[..., 1::2]
-        part = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
-    return torch.cat((part, rest), dim=-1)
+        partner = part.unflatten(-1, (half, 2)).flip(-1).flatten(-2)
+    return part * cos + partner * signed_sin
 
 
 def rope(
@@ -46,8 +54,10 @@ def rope(
     rotary_dim: int,
     style: str,
 ):
+    cos, signed_sin = angles(positions, cos_sin, rotary_dim, style)
     for x in (q, k):
-        x.copy_(rotated(x.float(), positions, cos_sin, rotary_dim, style))
+        part = x[..., :rotary_dim]
+        part.copy_(rotate(part.float(), cos, signed_sin, style))
     return q, k
 
 
@@ -65,6 +75,9 @@ def qk_norm_rope(
     weight_offset: float = 0.0,
 ):
     # Normalised and rotated in fp32, rounded once.
+    cos, signed_sin = angles(positions, cos_sin, rotary_dim, style)
     for x, w in ((q, q_w), (k, k_w)):
-        x.copy_(rotated(rms(x, eps) * (w.float() + weight_offset), positions, cos_sin, rotary_dim, style))
+        y = rms(x, eps) * (w.float() + weight_offset)
+        y[..., :rotary_dim] = rotate(y[..., :rotary_dim], cos, signed_sin, style)
+        x.copy_(y)
     return q, k

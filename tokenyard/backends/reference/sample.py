@@ -47,6 +47,14 @@ def _exponentials(shape: tuple[int, int], seeds: torch.Tensor, device: torch.dev
     return noise
 
 
+def _draw(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
+          min_p: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """One draw per row (every temperature > 0): tempered softmax, filtered, exponential race."""
+    probs = (logits / temperature.float()[:, None]).softmax(-1)
+    probs = probs * _kept(probs, top_p, top_k, min_p)
+    return (probs / _exponentials(tuple(probs.shape), seeds, logits.device)).argmax(-1)
+
+
 def sample(
     *,
     logits: torch.Tensor,
@@ -56,10 +64,10 @@ def sample(
     min_p: torch.Tensor,
     seeds: torch.Tensor,
 ) -> torch.Tensor:
+    # Greedy rows are an argmax; only the other rows pay for softmax, sorting and noise.
     logits = logits.float()
-    greedy = temperature <= 0
-    tau = torch.where(greedy, torch.ones_like(temperature), temperature).float()
-    probs = (logits / tau[:, None]).softmax(-1)
-    probs = probs * _kept(probs, top_p, top_k, min_p)
-    drawn = (probs / _exponentials(tuple(probs.shape), seeds, logits.device)).argmax(-1)
-    return torch.where(greedy, logits.argmax(-1), drawn)
+    ids = logits.argmax(-1)
+    drawn = (temperature > 0).nonzero()[:, 0]
+    if drawn.numel():
+        ids[drawn] = _draw(logits[drawn], temperature[drawn], top_p[drawn], top_k[drawn], min_p[drawn], seeds[drawn])
+    return ids
