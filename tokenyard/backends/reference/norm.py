@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 
-def rms(x: torch.Tensor, eps: float, w: torch.Tensor | None = None) -> torch.Tensor:
-    """x / sqrt(mean(x²) + eps) over the last dim (times w when given), in fp32: torch's rms_norm
-    of x in fp32 is exactly this formula, in one call."""
-    return F.rms_norm(x.float(), x.shape[-1:], w, eps)
+def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x²) + eps) over the last dim, in fp32."""
+    x = x.float()
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
 
 
 def rms_norm(
@@ -29,7 +29,7 @@ def rms_norm(
 ):
     # The residual stream is kept in the activation dtype, as every HF model keeps it.
     h = x if residual is None else x + residual
-    y = rms(h, eps, w.float() + weight_offset).to(x.dtype)
+    y = (rms(h, eps) * (w.float() + weight_offset)).to(x.dtype)
     return y if residual is None else (y, h)
 
 
