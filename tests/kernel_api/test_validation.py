@@ -74,6 +74,8 @@ def test_mismatched_sizes_name_where_the_size_came_from():
 @pytest.mark.parametrize("op, name, value, message", [
     ("kv_cache_write", "slot_mapping", 10_000, "expected slots"),
     ("attention_decode", "page_table", 10_000, "expected page ids"),
+    ("attention_extend", "page_table", -5, "expected page ids"),
+    ("mla_decode", "page_table", 10_000, "expected page ids"),
     ("attention_decode", "seqlens_k", 10_000, "expected key counts"),
     ("gdn_extend", "read_slots", 99, "expected slots of state"),
     ("gdn_decode", "write_slots", -2, "expected slots of state"),
@@ -131,3 +133,19 @@ def test_nvfp4_weight_parts_are_checked():
         ops.gemm(torch.randn(2, 64), bad)
     with pytest.raises(ValueError, match=r"gemm: argument 'w \(logical\)'.*expected 32"):
         ops.gemm(torch.randn(2, 32), q)
+
+
+@pytest.mark.parametrize("batch", [3, 40])  # 3 rows: checked as host lists; 40 rows x 8 pages: as tensors
+def test_only_pages_in_use_are_checked(batch):
+    """Padding past a sequence's last page is never read and may hold anything; a page in use may not."""
+    D, page, pages_per_seq = 8, 4, 8
+    num_pages = batch * pages_per_seq
+    table = torch.arange(num_pages, dtype=torch.int32).view(batch, pages_per_seq)
+    seqlens = torch.full((batch,), 2 * page + 1, dtype=torch.int32)  # 3 pages in use per sequence
+    args = dict(q=torch.randn(batch, 2, D), k_cache=torch.randn(num_pages, page, 1, D),
+                v_cache=torch.randn(num_pages, page, 1, D), page_table=table, seqlens_k=seqlens, scale=0.3)
+    table[-1, 5] = 10_000  # padding
+    ops.attention_decode(**args)
+    table[-1, 2] = 10_000  # the third page, in use
+    with pytest.raises(ValueError, match=rf"argument 'page_table' holds 10000, expected page ids of pages in use in \[0, {num_pages}\)"):
+        ops.attention_decode(**args)

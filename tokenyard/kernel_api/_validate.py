@@ -162,6 +162,23 @@ class Validator:
             bad = lo if lo < low else hi
             self.fail(name, f"holds {bad}, expected {what} in [{low}, {high})")
 
+    def pages_in_use(self, name: str, page_table: torch.Tensor, seqlens_k: torch.Tensor, page_size: int,
+                     num_pages: int) -> None:
+        """Every page a sequence uses (the first ceil(seqlens_k[b] / page_size) of its row) in [0, num_pages);
+        the padding past them is never read and may hold anything."""
+        if page_table.numel() == 0 or not (self.values_checkable(page_table) and self.values_checkable(seqlens_k)):
+            return
+        if page_table.numel() <= SMALL:
+            rows, lengths = page_table.tolist(), seqlens_k.tolist()
+            used = [p for row, n in zip(rows, lengths) for p in row[:(n + page_size - 1) // page_size]]
+            if used and (min(used) < 0 or max(used) >= num_pages):
+                bad = min(used) if min(used) < 0 else max(used)
+                self.fail(name, f"holds {bad}, expected page ids of pages in use in [0, {num_pages})")
+            return
+        pages_used = (seqlens_k.long() + page_size - 1) // page_size
+        mask = torch.arange(page_table.shape[1], device=page_table.device)[None, :] < pages_used[:, None]
+        self.index_range(name, page_table[mask], 0, num_pages, "page ids of pages in use")
+
     def cu_seqlens(self, name: str, t: torch.Tensor, total: int, total_name: str) -> None:
         if not self.values_checkable(t):
             return

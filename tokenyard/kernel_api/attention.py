@@ -25,11 +25,7 @@ def _validate_paged(v: Validator, q, k_cache, v_cache, page_table, seqlens_k) ->
     v.tensor("page_table", page_table, "B,M", (torch.int32,))
     v.tensor("seqlens_k", seqlens_k, "B", (torch.int32,))
     v.index_range("seqlens_k", seqlens_k, 0, v.size("M") * v.size("S") + 1, "key counts (max_pages × page_size)")
-    if Validator.values_checkable(page_table) and Validator.values_checkable(seqlens_k) and page_table.numel():
-        pages_used = (seqlens_k.long() + v.size("S") - 1) // v.size("S")
-        mask = torch.arange(page_table.shape[1], device=page_table.device)[None, :] < pages_used[:, None]
-        used = page_table[mask]
-        v.index_range("page_table", used, 0, v.size("P"), "page ids of pages in use")
+    v.pages_in_use("page_table", page_table, seqlens_k, v.size("S"), v.size("P"))
 
 
 # -- kv_cache_write --------------------------------------------------------------------------

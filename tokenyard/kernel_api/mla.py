@@ -73,6 +73,7 @@ def mla_decode(q_latent: torch.Tensor, q_rope: torch.Tensor, kv_cache: torch.Ten
     v.tensor("page_table", page_table, "B,M", (torch.int32,))
     v.tensor("seqlens_k", seqlens_k, "B", (torch.int32,))
     v.index_range("seqlens_k", seqlens_k, 1, v.size("M") * v.size("S") + 1, "key counts (1 .. max_pages × page_size)")
+    v.pages_in_use("page_table", page_table, seqlens_k, v.size("S"), v.size("N"))
     v.number("scale", scale, low=0, low_open=True)
     return dispatch("mla_decode", dict(q_latent=q_latent, q_rope=q_rope, kv_cache=kv_cache, page_table=page_table,
                                        seqlens_k=seqlens_k, scale=scale), kernel)
