@@ -115,15 +115,6 @@ class ModelRunner:
             return request.read_slot
         return request.slot if request.num_computed_tokens > 0 else -1
 
-    def copy_states(self, copies: list[tuple[int, int]]) -> None:
-        """Copy GDN states between slots (keeping checkpoints), in every GDN layer."""
-        if not copies:
-            return
-        src = torch.tensor([c[0] for c in copies], device=self.device)
-        dst = torch.tensor([c[1] for c in copies], device=self.device)
-        for pool in self.caches.conv + self.caches.ssm:
-            pool[dst] = pool[src]
-
     def _logits_rows(self, request: Request, n: int, samples: bool) -> tuple[list[int], list[int]]:
         """(rows wanted for prompt logprobs, as chunk offsets; the prompt tokens they score)."""
         if request.params.prompt_logprobs is None:
