@@ -201,3 +201,19 @@ def test_kernel_api_dispatches_through_the_process_registry():
     x = torch.randn(4, 16)
     y = ops.silu_and_mul(x, kernel="reference")
     torch.testing.assert_close(y, torch.nn.functional.silu(x[:, :8]) * x[:, 8:])
+
+
+def test_a_scalar_argument_is_part_of_the_call_site(tmp_path, monkeypatch):
+    """supports() may depend on a scalar (here rms_norm's weight_offset): two calls with equal
+    tensors but different scalars must not share a choice."""
+    from tokenyard.backends.reference.norm import rms_norm as ref_rms_norm
+
+    monkeypatch.setenv("TOKENYARD_KERNEL_POLICY", "priority")
+    reg = Registry(load_entry_points=False, cache_path=str(tmp_path / "d.json"))
+    reg.add_backend("reference", plugin(("rms_norm", ref_rms_norm, dict(name="torch"))))
+    reg.add_backend("vendor", plugin(("rms_norm", ref_rms_norm, dict(
+        name="no_offset", priority=10,
+        supports=lambda weight_offset, **_: None if weight_offset == 0.0 else "no (1+w) norm"))))
+    args = dict(x=torch.randn(4, 8), w=torch.randn(8), eps=1e-6, residual=None, weight_offset=0.0)
+    assert reg.select("rms_norm", args).chosen.key == "vendor:no_offset"
+    assert reg.select("rms_norm", {**args, "weight_offset": 1.0}).chosen.key == "reference:torch"

@@ -78,8 +78,8 @@ def call_site_key(op: str, device: torch.device, args: dict) -> str:
             parts.append(f"{name}={str(value.dtype).removeprefix('torch.')}[{shape}]")
         elif hasattr(value, "packed") and isinstance(getattr(value, "packed"), torch.Tensor):
             parts.append(f"{name}=nvfp4[{'x'.join(str(_bucket(s)) for s in value.packed.shape)}]")
-        elif isinstance(value, (str, bool)) or value is None:
-            parts.append(f"{name}={value}")
+        elif isinstance(value, (str, bool, int, float)) or value is None:
+            parts.append(f"{name}={value}")  # scalars (rotary_dim, top_k, ...) can decide supports()
     return "|".join(parts)
 
 
@@ -90,7 +90,7 @@ def call_signature(op: str, args: dict) -> tuple:
     for name, value in args.items():
         if isinstance(value, torch.Tensor):
             sig.append((name, value.dtype, value.shape, value.device))
-        elif isinstance(value, (str, bool)) or value is None:
+        elif isinstance(value, (str, bool, int, float)) or value is None:
             sig.append((name, value))
         else:
             packed = getattr(value, "packed", None)
