@@ -18,6 +18,13 @@ from tokenyard.kernel_api._paged import cu_seqlens, paged_layout
 from tokenyard.kernel_api._validate import ACTIVATION_TYPES, Validator
 
 
+def _validate_latent_cache(v: Validator, kv_cache, like: str, like_value: torch.Tensor) -> None:
+    """kv_cache [N, S, R + P] of ``like``'s dtype, R and P already bound by the latent and rope inputs."""
+    v.tensor("kv_cache", kv_cache, "N,S,RP", like=like, like_value=like_value)
+    if kv_cache.shape[2] != v.size("R") + v.size("P"):
+        v.fail("kv_cache", f"has last dim {kv_cache.shape[2]}, expected R + P = {v.size('R') + v.size('P')}")
+
+
 def _write_example(device, dtype, T=4096, R=512, P=64, page=64):
     pages = 2 * T // page + 1
     return dict(latent=randn(T, R, device=device, dtype=dtype), k_rope=randn(T, P, device=device, dtype=dtype),
@@ -36,9 +43,7 @@ def mla_cache_write(latent: torch.Tensor, k_rope: torch.Tensor, kv_cache: torch.
     v = Validator("mla_cache_write")
     v.tensor("latent", latent, "T,R", ACTIVATION_TYPES)
     v.tensor("k_rope", k_rope, "T,P", like="latent", like_value=latent)
-    v.tensor("kv_cache", kv_cache, "N,S,RP", like="latent", like_value=latent)
-    if kv_cache.shape[2] != v.size("R") + v.size("P"):
-        v.fail("kv_cache", f"has last dim {kv_cache.shape[2]}, expected R + P = {v.size('R') + v.size('P')}")
+    _validate_latent_cache(v, kv_cache, "latent", latent)
     v.tensor("slot_mapping", slot_mapping, "T", (torch.int64,))
     v.index_range("slot_mapping", slot_mapping, -1, v.size("N") * v.size("S"), "slots (or -1)")
     return dispatch("mla_cache_write", dict(latent=latent, k_rope=k_rope, kv_cache=kv_cache, slot_mapping=slot_mapping), kernel)
@@ -67,9 +72,7 @@ def mla_decode(q_latent: torch.Tensor, q_rope: torch.Tensor, kv_cache: torch.Ten
     v = Validator("mla_decode")
     v.tensor("q_latent", q_latent, "B,H,R", ACTIVATION_TYPES)
     v.tensor("q_rope", q_rope, "B,H,P", like="q_latent", like_value=q_latent)
-    v.tensor("kv_cache", kv_cache, "N,S,RP", like="q_latent", like_value=q_latent)
-    if kv_cache.shape[2] != v.size("R") + v.size("P"):
-        v.fail("kv_cache", f"has last dim {kv_cache.shape[2]}, expected R + P = {v.size('R') + v.size('P')}")
+    _validate_latent_cache(v, kv_cache, "q_latent", q_latent)
     v.tensor("page_table", page_table, "B,M", (torch.int32,))
     v.tensor("seqlens_k", seqlens_k, "B", (torch.int32,))
     v.index_range("seqlens_k", seqlens_k, 1, v.size("M") * v.size("S") + 1, "key counts (1 .. max_pages × page_size)")

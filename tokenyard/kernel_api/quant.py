@@ -39,13 +39,11 @@ class NVFP4Weight:
     def validate(self, v: Validator, name: str, shape: str) -> None:
         """Check the three parts against each other and against the symbolic logical ``shape``."""
         dims = [d.strip() for d in shape.split(",")]
-        lead = ",".join(dims[:-1])
         packed = self.packed
         if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
             v.fail(f"{name}.packed", f"is {getattr(packed, 'dtype', type(packed).__name__)}, expected a uint8 tensor")
-        v.tensor(f"{name}.packed", packed, shape.rsplit(",", 1)[0] + f",{name}_Khalf" if lead else f"{name}_Khalf")
-        for i, sym in enumerate(dims[:-1]):
-            v.dim(f"{name}.packed", packed, i, sym, int(packed.shape[i]))
+        # packed is [..., N, K/2]: its leading dims bind the shape's symbols, its last dim is half of K
+        v.tensor(f"{name}.packed", packed, ",".join(dims[:-1] + [f"{name}_Khalf"]))
         v.dim(f"{name} (logical)", packed, len(dims) - 1, dims[-1], int(packed.shape[-1]) * 2)
         k = int(packed.shape[-1]) * 2
         if k % BLOCK:
