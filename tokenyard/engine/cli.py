@@ -39,7 +39,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-memory-utilization", type=float, help="fraction of GPU memory the engine may use (default 0.85)")
     group.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
     group.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
-    group.add_argument("--page-size", type=int, help="tokens per KV page (default 16)")
+    group.add_argument("--page-size", type=int, help="tokens per KV page (default 64 on CUDA, 16 on CPU)")
     group.add_argument("--dtype", help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32")
     group.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available)")
     group.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,

@@ -49,7 +49,7 @@ class LLMEngine:
         *,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
-        page_size: int = 16,
+        page_size: int | None = None,
         max_model_len: int | None = None,
         max_num_batched_tokens: int | None = None,
         max_num_seqs: int | None = None,
@@ -67,6 +67,10 @@ class LLMEngine:
         self.model_path = str(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = _resolve_dtype(dtype, self.device)
+        if page_size is None:
+            # On CUDA a page holds a whole K/V tile of the attention kernels (TMA bulk copies of 64
+            # rows, bench/RESULTS.md); on the CPU smaller pages share more of a prefix.
+            page_size = 64 if self.device.type == "cuda" else 16
         if page_size < 1:
             raise ValueError(f"page_size={page_size}: expected >= 1")
         checkpoint = load_checkpoint(model)
