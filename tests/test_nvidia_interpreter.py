@@ -81,3 +81,41 @@ def results() -> list:
 def test_kernel_matches_reference_under_interpreter(results, index):
     result = results[index]
     assert result["ok"], f"{CASES[index]}: {result['error']}"
+
+
+# Launch variants in elementwise.py that the registered defaults don't take: qk_norm_rope's rows
+# kernel (head rows flattened, q and k blocks in one grid; partial and full rotary, both styles,
+# row blocks that straddle tokens) and kv_cache_write_split (k and v as separate programs).
+VARIANT_CASES = [
+    ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="neox", offset=1.0), dict(variant="rows4w2")),
+    ("qk_norm_rope", dict(T=3, Hq=4, Hk=2, D=32, rot=16, style="gptj"), dict(variant="rows8w4e")),
+    ("qk_norm_rope", dict(T=2, Hq=2, Hk=1, D=32, rot=32, style="neox", offset=1.0), dict(variant="rows2w1")),
+    ("kv_cache_write", dict(T=7, Hk=3, D=16, DV=8, page=4, kv_lens=[8, 8]), dict(block_t=4, num_warps=2)),
+]
+
+# CHILD, with the unregistered kv_cache_write variant in place of the registered kernel
+VARIANT_CHILD = CHILD.replace(
+    "fns = {op: fn for op, fn, _ in kernels()}",
+    "from tokenyard.backends.nvidia import elementwise\n"
+    "fns = {'qk_norm_rope': elementwise.qk_norm_rope, 'kv_cache_write': elementwise.kv_cache_write_split}",
+)
+assert VARIANT_CHILD != CHILD
+
+
+@pytest.fixture(scope="module")
+def variant_results() -> list:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", VARIANT_CHILD, str(GPU_TESTS), json.dumps(VARIANT_CASES)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(VARIANT_CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    return lines
+
+
+@pytest.mark.parametrize("index", range(len(VARIANT_CASES)),
+                         ids=[f"{case[0]}-{case[2]}" for case in VARIANT_CASES])
+def test_launch_variant_matches_reference_under_interpreter(variant_results, index):
+    result = variant_results[index]
+    assert result["ok"], f"{VARIANT_CASES[index]}: {result['error']}"

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention import _copy_rows  # the kv_cache_write row copy, shared by the split variant
+
 
 def _rows_per_program(d_block: int, target: int = 4096) -> int:
     return max(1, min(64, target // d_block))
@@ -117,12 +119,8 @@ def gated_rms_norm(*, x, z, w, eps):
 
 
 @triton.jit
-def _norm_rope_heads(
-    x_ptr, w_ptr, t, H, D, stride_t, stride_h, eps, offset, pos, cs_ptr, stride_cs,
-    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    heads = tl.arange(0, BLOCK_H)
-    d = tl.arange(0, BLOCK_D)
+def _rope_pairs(d, ROT: tl.constexpr, NEOX: tl.constexpr):
+    """For dims d of the rotary part: the partner dim, the angle index and the sign of sin."""
     HALF: tl.constexpr = ROT // 2
     if NEOX:
         partner = tl.where(d < HALF, d + HALF, d - HALF)
@@ -132,6 +130,18 @@ def _norm_rope_heads(
         partner = d ^ 1
         idx = d // 2
         sign = tl.where(d % 2 == 0, -1.0, 1.0)
+    return partner, idx, sign
+
+
+@triton.jit
+def _norm_rope_heads(
+    x_ptr, w_ptr, t, H, D, stride_t, stride_h, eps, offset, pos, cs_ptr, stride_cs,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    heads = tl.arange(0, BLOCK_H)
+    d = tl.arange(0, BLOCK_D)
+    HALF: tl.constexpr = ROT // 2
+    partner, idx, sign = _rope_pairs(d, ROT, NEOX)
     rot = d < ROT
     partner = tl.where(rot, partner, d)
     hmask = heads < H
@@ -164,21 +174,108 @@ def _qk_norm_rope_kernel(
                      ROT, NEOX, BLOCK_HK, BLOCK_D)
 
 
-def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0, num_warps=None):
+# Rows variant: q and k flattened to rows of one head (row r of q is token r // HQ, head r % HQ),
+# BLOCK_R rows a program, q blocks then k blocks in one 1D grid. Small independent programs: no
+# dependent k phase after the q stores, a few KB each and few registers, so many programs share an
+# SM and more bytes are in flight (the token kernel at 16/2x256 is 73 registers x 8 warps: 3
+# programs an SM). The partner is re-loaded only on the rotary part; cos/sin are gathered per row.
+
+
+@triton.jit
+def _norm_rope_rows(
+    x_ptr, w_ptr, pos_ptr, cs_ptr, r0, R, H, D, stride_t, stride_h, stride_cs, eps, offset,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
+):
+    r = r0 + tl.arange(0, BLOCK_R)
+    rmask = r < R
+    t = r // H
+    h = r - t * H
+    d = tl.arange(0, BLOCK_D)
+    HALF: tl.constexpr = ROT // 2
+    partner, idx, sign = _rope_pairs(d, ROT, NEOX)
+    rot = d < ROT  # partner and idx stay in bounds past ROT (masked there), and contiguous: 16-byte loads
+    mask = rmask[:, None] & (d < D)[None, :]
+    pmask = rmask[:, None] & rot[None, :]
+    base = x_ptr + (t.to(tl.int64) * stride_t + h.to(tl.int64) * stride_h)[:, None]
+    if EVICT:
+        x = tl.load(base + d[None, :], mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    else:
+        x = tl.load(base + d[None, :], mask=mask, other=0.0).to(tl.float32)
+    xp = tl.load(base + partner[None, :], mask=pmask, other=0.0).to(tl.float32)
+    pos = tl.load(pos_ptr + t, mask=rmask, other=0).to(tl.int64)
+    cs_row = cs_ptr + pos[:, None] * stride_cs
+    cos = tl.load(cs_row + idx[None, :], mask=pmask, other=1.0)
+    sin = tl.load(cs_row + HALF + idx[None, :], mask=pmask, other=0.0)
+    # w as a [BLOCK_R, BLOCK_D] tile (L1 hits) in x's layout: a 1D load would be converted through smem
+    w_rows = w_ptr + (r * 0)[:, None]
+    w = tl.load(w_rows + d[None, :], mask=mask, other=0.0).to(tl.float32) + offset
+    wp = tl.load(w_rows + partner[None, :], mask=pmask, other=0.0).to(tl.float32) + offset
+    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
+    out = (x * w * cos + (sign[None, :] * sin) * (xp * wp)) * rstd[:, None]
+    if EVICT:
+        tl.store(base + d[None, :], out.to(x_ptr.dtype.element_ty), mask=mask, eviction_policy="evict_first")
+    else:
+        tl.store(base + d[None, :], out.to(x_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _qk_norm_rope_rows_kernel(
+    q_ptr, k_ptr, qw_ptr, kw_ptr, pos_ptr, cs_ptr, RQ, RK, HQ, HK, D, NQB,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs, eps, offset,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if pid < NQB:
+        _norm_rope_rows(q_ptr, qw_ptr, pos_ptr, cs_ptr, pid * BLOCK_R, RQ, HQ, D, stride_qt, stride_qh, stride_cs,
+                        eps, offset, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+    else:
+        _norm_rope_rows(k_ptr, kw_ptr, pos_ptr, cs_ptr, (pid - NQB) * BLOCK_R, RK, HK, D, stride_kt, stride_kh,
+                        stride_cs, eps, offset, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+
+
+# Launch variants reachable by name (the sweep compares them; "token" is the default):
+#   token            one program a token, q heads then k heads (the kernel above)
+#   rows{R}w{W}[e]   rows variant, R head rows a program, W warps, e = evict-first loads/stores
+QK_VARIANTS = ("token", "rows2w1", "rows4w1", "rows4w2", "rows8w2", "rows8w4", "rows16w4", "rows16w8", "rows4w4",
+               "rows8w8", "rows8w4e")
+
+
+def _parse_rows(variant: str):
+    body = variant[4:]
+    evict = body.endswith("e")
+    r, w = body.rstrip("e").split("w")
+    return int(r), int(w), evict
+
+
+def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0, num_warps=None,
+                 variant="token"):
     T, HQ, D = q.shape
     HK = k.shape[1]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
         raise ValueError("qk_norm_rope: q and k must be contiguous in their last dim (written in place)")
     cs = cos_sin if cos_sin.dtype == torch.float32 and cos_sin.stride(-1) == 1 else cos_sin.float().contiguous()
     block_d = triton.next_power_of_2(D)
-    elements = (triton.next_power_of_2(HQ) + triton.next_power_of_2(HK)) * block_d
-    if T > 0:
-        _qk_norm_rope_kernel[(T,)](
-            q, k, q_w, k_w, positions, cs, HQ, HK, D,
+    if T == 0:
+        return q, k
+    if variant.startswith("rows"):
+        block_r, warps, evict = _parse_rows(variant)
+        nqb = triton.cdiv(T * HQ, block_r)
+        _qk_norm_rope_rows_kernel[(nqb + triton.cdiv(T * HK, block_r),)](
+            q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, nqb,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset,
-            ROT=rotary_dim, NEOX=style == "neox", BLOCK_HQ=triton.next_power_of_2(HQ),
-            BLOCK_HK=triton.next_power_of_2(HK), BLOCK_D=block_d, num_warps=num_warps or _warps(elements),
+            ROT=rotary_dim, NEOX=style == "neox", BLOCK_R=block_r, BLOCK_D=block_d, EVICT=evict,
+            num_warps=num_warps or warps,
         )
+        return q, k
+    if variant != "token":
+        raise ValueError(f"qk_norm_rope: unknown variant {variant!r}")
+    elements = (triton.next_power_of_2(HQ) + triton.next_power_of_2(HK)) * block_d
+    _qk_norm_rope_kernel[(T,)](
+        q, k, q_w, k_w, positions, cs, HQ, HK, D,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset,
+        ROT=rotary_dim, NEOX=style == "neox", BLOCK_HQ=triton.next_power_of_2(HQ),
+        BLOCK_HK=triton.next_power_of_2(HK), BLOCK_D=block_d, num_warps=num_warps or _warps(elements),
+    )
     return q, k
 
 
@@ -207,3 +304,55 @@ def silu_and_mul(*, x):
     if T > 0:
         _silu_and_mul_kernel[(T, triton.cdiv(I, block))](x2, y, I, x2.stride(0), y.stride(0), BLOCK=block, num_warps=4)
     return y.view(*x.shape[:-1], I)
+
+
+# --- kv_cache_write variant (the op's kernel lives in attention.py) ------------------------------
+# The same copy of each token's [Hk, D] row into the paged cache (slot -1: skipped), but k and v as
+# separate programs on a 2D grid (token block, k|v): half the registers and twice the independent
+# programs of attention._kv_cache_write_kernel (whose row copy it reuses), which copies both in one
+# program. Not registered; bench/gpu/sweep_elementwise.py times it against the registered kernel.
+
+
+@triton.jit
+def _kv_cache_write_split_kernel(
+    k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, T, HK, D, DV,
+    stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
+    PAGE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_HD: tl.constexpr, BLOCK_HDV: tl.constexpr,
+):
+    t = (tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    slot = tl.load(slot_ptr + t, mask=t < T, other=-1)
+    ok = slot >= 0
+    page = slot // PAGE
+    row = slot % PAGE
+    if tl.program_id(1) == 0:
+        _copy_rows(k_ptr, kc_ptr, t, ok, page, row, HK, D, stride_kt, stride_kh, stride_kcp, stride_kcs, stride_kch,
+                   BLOCK_HD)
+    else:
+        _copy_rows(v_ptr, vc_ptr, t, ok, page, row, HK, DV, stride_vt, stride_vh, stride_vcp, stride_vcs, stride_vch,
+                   BLOCK_HDV)
+
+
+def launch_kv_cache_write(kernel, grid_y, *, k, v, k_cache, v_cache, slot_mapping, block_t, num_warps):
+    """Launch a kv_cache_write kernel of attention._kv_cache_write_kernel's signature on a
+    (token blocks, grid_y) grid."""
+    T, HK, D = k.shape
+    DV = v.shape[2]
+    if k.stride(-1) != 1 or v.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("kv_cache_write: k, v and the caches must be contiguous in their last dim")
+    if T > 0:
+        kernel[(triton.cdiv(T, block_t), grid_y)](
+            k, v, k_cache, v_cache, slot_mapping, T, HK, D, DV,
+            k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+            PAGE=k_cache.shape[1], BLOCK_T=block_t, BLOCK_HD=triton.next_power_of_2(HK * D),
+            BLOCK_HDV=triton.next_power_of_2(HK * DV), num_warps=num_warps,
+        )
+    return None
+
+
+def kv_cache_write_split(*, k, v, k_cache, v_cache, slot_mapping, block_t=2, num_warps=4):
+    """kv_cache_write with k and v in separate programs; block_t tokens a program."""
+    return launch_kv_cache_write(_kv_cache_write_split_kernel, 2, k=k, v=v, k_cache=k_cache, v_cache=v_cache,
+                                 slot_mapping=slot_mapping, block_t=block_t, num_warps=num_warps)
