@@ -9,7 +9,8 @@ triton.testing.do_bench median (L2 flushed between calls, un-graphed, as bench/g
 these ops). Rates are bytes read + written over the 2 GiB device-copy ceiling measured in the same
 run. Variants: elementwise.QK_VARIANTS ("token" = the registered default); kv_cache_write: the
 registered kernel (attention.py) at its default launch and at other (tokens a program, warps), and
-elementwise.kv_cache_write_split (k and v as separate programs). A variant that fails to compile
+elementwise.kv_cache_write_split (k and v as separate programs). Each case also times a plain device
+copy of the same bytes ("copy(same B)"): the copy rate at this size under do_bench's L2 flush. A variant that fails to compile
 or check prints the error and the sweep goes on. About 60-90 s on an H100 including compiles.
 """
 
@@ -82,13 +83,15 @@ def kv_fn(name: str):
     return lambda **a: elementwise.kv_cache_write_split(**a, block_t=block_t, num_warps=warps)
 
 
-def measure(op: str, label: str, variant: str, shape: dict, fn, amount, ceiling: float, rows: list) -> None:
+def measure(op: str, label: str, variant: str, shape: dict, fn, amount, ceiling: float, rows: list,
+            check: bool = True) -> None:
     torch.manual_seed(0)
-    row = {"op": op, "case": label, "variant": variant}
+    row = {"op": op, "case": label, "variant": variant, "rel_err": float("nan")}
     try:
-        a = cases.make(op, DEV, BF16, **shape)
-        row["rel_err"] = cases.check(op, fn, a)
-        a = cases.make(op, DEV, BF16, **shape)  # fresh inputs for the timing
+        if check:
+            a = cases.make(op, DEV, BF16, **shape)
+            row["rel_err"] = cases.check(op, fn, a)
+        a = cases.make(op, DEV, BF16, **shape) if check else {}  # fresh inputs for the timing
         ms = do_bench(lambda: fn(**a), warmup=25, rep=150, return_mode="median")
         rate = amount(a) / (ms * 1e-3) / 1e12
         row.update(us=ms * 1e3, TBps=rate, pct_copy=100 * rate / ceiling, MB=amount(a) / 1e6)
@@ -102,6 +105,17 @@ def measure(op: str, label: str, variant: str, shape: dict, fn, amount, ceiling:
     else:
         print(f"{op:14s} {label:26s} {variant:12s} ERROR {row['error']}", flush=True)
     torch.cuda.empty_cache()
+
+
+def same_size_copy(op: str, label: str, shape: dict, amount, ceiling: float, rows: list) -> None:
+    """A device copy moving the case's bytes (half read, half written), timed the same way: what the
+    copy ceiling is at this size under do_bench's L2 flush (the flush leaves L2 dirty)."""
+    torch.manual_seed(0)
+    n = int(amount(cases.make(op, DEV, BF16, **shape)) // 2)
+    src = torch.empty(n, dtype=torch.uint8, device=DEV).random_()
+    dst = torch.empty_like(src)
+    measure(op, label, "copy(same B)", {}, lambda: dst.copy_(src), lambda _: 2.0 * n, ceiling, rows, check=False)
+    del src, dst
 
 
 def main() -> int:
@@ -129,10 +143,12 @@ def main() -> int:
             for v in variants:
                 fn = (lambda v: lambda **a: elementwise.qk_norm_rope(**a, variant=v))(v)
                 measure("qk_norm_rope", label, v, shape, fn, qk_bytes, ceiling, rows)
+            same_size_copy("qk_norm_rope", label, shape, qk_bytes, ceiling, rows)
     if "kv" in only:
         label, shape = KV_CASE
         for v in KV_VARIANTS:
             measure("kv_cache_write", label, v, shape, kv_fn(v), kv_bytes, ceiling, rows)
+        same_size_copy("kv_cache_write", label, shape, kv_bytes, ceiling, rows)
     meta["seconds"] = time.time() - t0
     print(f"\n{'op':14s} {'case':26s} {'variant':12s} {'us':>8s} {'TB/s':>6s} {'%copy':>6s} {'vs default':>10s} rel_err")
     base = {}
