@@ -6,6 +6,7 @@
 set -u
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/wheels/*.whl
 mkdir -p /tmp/fa3 && tar xJf .carry/fa3/fa3.tar.xz -C /tmp/fa3
+python3 bench/gpu/checkout_metadata.py /tmp/site   # the registry finds this checkout's backends
 export PYTHONPATH=/tmp/fa3:/tmp/site:$PWD
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
 t0=$(date +%s)

@@ -1,18 +1,25 @@
 """The engine on the GPU, end to end, against transformers: tiny random checkpoints of a dense
 (Llama) and two hybrid architectures (Qwen3.5 dense: GDN + gated attention; Qwen3-Next: GDN +
-attention + MoE) run in bf16 on CUDA with the NVIDIA backend's kernels (priority policy, so the
-Triton kernels are the ones chosen), and every token the engine generates is checked against
-transformers' float64 forward pass over the same prompt + output on the CPU.
+attention + MoE) on CUDA, every generated token checked against transformers' float64 forward pass
+over the same prompt + output (on the CPU): its "slack" (how far below transformers' best token
+at that position it is, in nats) and its logprob error.
 
-bf16 activations cannot reproduce float64 logprobs exactly, so the checks are about faults, not
-rounding: each generated token must be within GREEDY_SLACK nats of transformers' best token at
-that position (a wrong kernel, a stale state slot or a page mix-up puts it several nats away), and
-its logprob within LOGPROB_ATOL of transformers'. Cache hits are checked the same way, and their
-output against the same prompt computed without the prefix cache.
+- float32: the engine's paging, state slots, CUDA graphs and prefix cache on the GPU, with the
+  NVIDIA kernels that take fp32 (norms, RoPE, conv, gating, gdn_decode, cache writes) and the
+  reference ones for the rest: slack and error within 1e-3.
+- bfloat16, NVIDIA kernels first (priority policy) against the same engine with every op forced
+  onto the reference backend's kernels in bf16: both round, so the check is that the Triton
+  kernels add no error of their own — their mean slack and mean error over all generated tokens
+  (batched prompts and cache-hit turns) at most 1.5× the reference engine's plus BF16_SLACK.
+  Means, not maxima: in bf16 a MoE router's top-k flips on ties, and one flipped expert moves a
+  token's logprob by a nat or more in either engine (seen on Qwen3-Next: single worst tokens
+  of 0.5–1.8 nats with the reference kernels too). A wrong kernel, a stale state slot or a page
+  mix-up moves every later token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 
@@ -22,12 +29,13 @@ import torch
 from tests.engine.conftest import make_tiny
 from tests.engine.tiny_configs import BUILDERS
 from tokenyard.engine import LLMEngine, SamplingParams
-from tokenyard.registry import get_registry
+from tokenyard.registry import get_registry, use_kernel
+from tokenyard.registry.core import OP_SPECS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-GREEDY_SLACK = 0.15   # nats between the engine's token and transformers' argmax at that position
-LOGPROB_ATOL = 0.15   # bf16 end to end through a few layers of random weights
+FP32_TOL = 1e-3
+BF16_SLACK = 0.02
 TOKENS = 16
 
 
@@ -49,8 +57,13 @@ def triton_kernels_first(monkeypatch):
     get_registry().clear_choices()
 
 
-def _engine(path, **kw) -> LLMEngine:
-    return LLMEngine(str(path), dtype="bfloat16", device="cuda", kv_cache_memory=256 << 20, max_num_seqs=8, **kw)
+def reference_kernels():
+    """Every op on the reference backend's kernel (engine construction included: graph capture)."""
+    return use_kernel(**{op: "reference:torch" for op in OP_SPECS})
+
+
+def _engine(path, dtype, **kw) -> LLMEngine:
+    return LLMEngine(str(path), dtype=dtype, device="cuda", kv_cache_memory=256 << 20, max_num_seqs=8, **kw)
 
 
 def _run(engine: LLMEngine, prompts: list[list[int]]) -> list:
@@ -68,17 +81,19 @@ def _run(engine: LLMEngine, prompts: list[list[int]]) -> list:
     return [done[f"r{i}"] for i in range(len(prompts))]
 
 
-def _check_against_transformers(exact, prompt: list[int], out) -> tuple[float, float]:
+def _deviations(exact, prompt: list[int], out) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per generated token: (slack, logprob error) against transformers' float64."""
     with torch.no_grad():
         lp = torch.log_softmax(exact(torch.tensor([prompt + out.token_ids])).logits[0], dim=-1)
     rows = lp[len(prompt) - 1: len(prompt) - 1 + len(out.token_ids)]
     chosen = rows.gather(1, torch.tensor(out.token_ids)[:, None])[:, 0]
-    slack = float((rows.max(dim=-1).values - chosen).max())
     ours = torch.tensor([entry[t] for entry, t in zip(out.logprobs, out.token_ids)], dtype=torch.float64)
-    err = float((ours - chosen).abs().max())
-    assert slack <= GREEDY_SLACK, f"a generated token is {slack:.3f} nats below transformers' best"
-    assert err <= LOGPROB_ATOL, f"logprob differs from transformers' float64 by {err:.3f}"
-    return slack, err
+    return rows.max(dim=-1).values - chosen, (ours - chosen).abs()
+
+
+def _pooled(exact, prompts, outs) -> tuple[torch.Tensor, torch.Tensor]:
+    devs = [_deviations(exact, p, o) for p, o in zip(prompts, outs)]
+    return torch.cat([d[0] for d in devs]), torch.cat([d[1] for d in devs])
 
 
 def _prompts(n: int, seed: int, low: int, high: int) -> list[list[int]]:
@@ -86,32 +101,45 @@ def _prompts(n: int, seed: int, low: int, high: int) -> list[list[int]]:
     return [[rng.randrange(256) for _ in range(rng.randint(low, high))] for _ in range(n)]
 
 
-@pytest.mark.parametrize("page_size", [16, 64])
-def test_batched_generation_matches_transformers(tiny, page_size):
-    name, path, exact = tiny
-    engine = _engine(path, page_size=page_size)
-    prompts = _prompts(6, seed=page_size, low=3, high=300)   # several GDN chunks, odd lengths
-    worst = [_check_against_transformers(exact, p, o) for p, o in zip(prompts, _run(engine, prompts))]
-    print(f"{name} page {page_size}: max slack {max(w[0] for w in worst):.4f}, "
-          f"max logprob err {max(w[1] for w in worst):.4f}, graphs {engine.runner.graphs is not None}")
-
-
-def test_prefix_cache_hit_matches_miss_and_transformers(tiny):
-    """Turn 2 of a conversation (turn 1's prompt + output + new tokens) served from the prefix cache
-    (pages and, for hybrids, the GDN state checkpoint) against the same prompt with the cache off."""
-    name, path, exact = tiny
-    rng = random.Random(7)
+def _conversation(engine: LLMEngine, seed: int) -> tuple[list[int], object]:
+    """Turn 1, then turn 2 = turn 1's prompt + output + 45 new tokens; turn 2's prompt and output,
+    which must have come mostly from the prefix cache (pages and GDN state checkpoint)."""
+    rng = random.Random(seed)
     turn1 = [rng.randrange(256) for _ in range(333)]
-    cached = _engine(path, page_size=16, checkpoint_interval=128)
-    first = _run(cached, [turn1])[0]
+    first = _run(engine, [turn1])[0]
     turn2 = turn1 + first.token_ids + [rng.randrange(256) for _ in range(45)]
-    hit = _run(cached, [turn2])[0]
-    assert hit.cached_tokens >= 320, f"{name}: only {hit.cached_tokens} of turn 2's tokens came from the cache"
-    miss = _run(_engine(path, page_size=16, enable_prefix_caching=False), [turn2])[0]
-    _check_against_transformers(exact, turn2, hit)
-    _check_against_transformers(exact, turn2, miss)
-    lp_hit = torch.tensor([e[t] for e, t in zip(hit.logprobs, hit.token_ids)])
-    lp_miss = torch.tensor([e[t] for e, t in zip(miss.logprobs, miss.token_ids)])
-    same = next((i for i, (a, b) in enumerate(zip(hit.token_ids, miss.token_ids)) if a != b), TOKENS)
-    assert same >= TOKENS // 2, f"{name}: cache hit and miss diverge at token {same}"
-    assert float((lp_hit[:same] - lp_miss[:same]).abs().max()) <= LOGPROB_ATOL
+    second = _run(engine, [turn2])[0]
+    assert second.cached_tokens >= 320, f"only {second.cached_tokens} of turn 2's tokens came from the cache"
+    return turn2, second
+
+
+@pytest.mark.parametrize("page_size", [16, 64])
+def test_fp32_engine_on_gpu_matches_transformers(tiny, page_size):
+    name, path, exact = tiny
+    engine = _engine(path, "float32", page_size=page_size, checkpoint_interval=128)
+    prompts = _prompts(6, seed=page_size, low=3, high=300)   # several GDN chunks, odd lengths
+    slack, err = _pooled(exact, prompts, _run(engine, prompts))
+    hit_slack, hit_err = _deviations(exact, *_conversation(engine, seed=page_size))
+    print(f"\n{name} fp32 page {page_size}: batched max slack {slack.max():.2e} err {err.max():.2e}; "
+          f"cache hit max slack {hit_slack.max():.2e} err {hit_err.max():.2e}")
+    assert max(slack.max(), err.max(), hit_slack.max(), hit_err.max()) <= FP32_TOL
+
+
+def test_bf16_triton_kernels_add_no_error_beyond_the_reference_kernels(tiny):
+    name, path, exact = tiny
+    prompts = _prompts(6, seed=3, low=3, high=300)
+    results = {}
+    for label, scope in (("triton", contextlib.nullcontext), ("reference", reference_kernels)):
+        with scope():
+            engine = _engine(path, "bfloat16", page_size=64, checkpoint_interval=128)
+            outs = _run(engine, prompts)
+            turns = [_conversation(engine, seed) for seed in (5, 6)]
+            if label == "triton":
+                graphs = engine.runner.graphs is not None
+            slack, err = _pooled(exact, prompts + [t[0] for t in turns], outs + [t[1] for t in turns])
+            results[label] = (float(slack.mean()), float(err.mean()), float(slack.max()), float(err.max()))
+    print(f"\n{name} bf16 (mean slack, mean err, max slack, max err): triton "
+          + " ".join(f"{x:.3f}" for x in results["triton"]) + "; reference "
+          + " ".join(f"{x:.3f}" for x in results["reference"]) + f"; triton decode graphed: {graphs}")
+    for ours, ref in zip(results["triton"][:2], results["reference"][:2]):
+        assert ours <= 1.5 * ref + BF16_SLACK, results
