@@ -90,6 +90,9 @@ VARIANT_CASES = [
     ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="neox", offset=1.0), dict(variant="rows4w2")),
     ("qk_norm_rope", dict(T=3, Hq=4, Hk=2, D=32, rot=16, style="gptj"), dict(variant="rows8w4e")),
     ("qk_norm_rope", dict(T=2, Hq=2, Hk=1, D=32, rot=32, style="neox", offset=1.0), dict(variant="rows2w1")),
+    # persistent: on the CPU one program an "SM", so each program loops over several blocks
+    ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="gptj", offset=1.0), dict(variant="loop2w1c2")),
+    ("qk_norm_rope", dict(T=6, Hq=4, Hk=2, D=32, rot=32, style="neox"), dict(variant="loop4w4c3")),
     ("kv_cache_write", dict(T=7, Hk=3, D=16, DV=8, page=4, kv_lens=[8, 8]), dict(block_t=4, num_warps=2)),
 ]
 
@@ -119,3 +122,41 @@ def variant_results() -> list:
 def test_launch_variant_matches_reference_under_interpreter(variant_results, index):
     result = variant_results[index]
     assert result["ok"], f"{VARIANT_CASES[index]}: {result['error']}"
+
+
+# gdn.py launch variants the defaults don't take (bench/gpu/sweep_gdn.py times them): the prepare
+# kinds (64-row dots; the inverse blocked from a scratch that aliases W when K is wide enough, else
+# a spare buffer; one program per v-head or per k-head; the batched-diagonal + nilpotent merge),
+# the scan's LEAN forms (row scales on the products; host TMA descriptors), decode's eviction hint.
+# Varlen with initial states, odd lengths, fresh and skipped slots. Config: (scan BV, scan warps,
+# prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN).
+GDN_VARIANT_CASES = [
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "wide", None, 0))),
+    ("gdn_extend", dict(lens=[5, 64, 67], Hk=2, Hv=4, K=64, V=32, inplace=True),
+     dict(config=(16, 4, 32, 4, "wide2", None, 0))),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 8, "nil", 2, 2))),
+    ("gdn_extend", dict(lens=[1, 130], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
+     dict(config=(16, 4, 16, 4, "nil2", None, 1))),
+    ("gdn_extend", dict(lens=[67, 3], Hk=1, Hv=2, K=64, V=64, l2norm=False), dict(config=(32, 4, 32, 4, "nilx3", 2, 2))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, resume=False), dict(config=(16, 4, 32, 2, "blocks", 1, 2))),
+    ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
+]
+
+
+@pytest.fixture(scope="module")
+def gdn_variant_results() -> list:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(GPU_TESTS), json.dumps(GDN_VARIANT_CASES)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(GDN_VARIANT_CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    return lines
+
+
+@pytest.mark.parametrize("index", range(len(GDN_VARIANT_CASES)),
+                         ids=[f"{case[0]}-{case[2]['config']}" for case in GDN_VARIANT_CASES])
+def test_gdn_variant_matches_reference_under_interpreter(gdn_variant_results, index):
+    result = gdn_variant_results[index]
+    assert result["ok"], f"{GDN_VARIANT_CASES[index]}: {result['error']}"

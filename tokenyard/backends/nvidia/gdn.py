@@ -207,7 +207,7 @@ def _gdn_decode_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, state_ptr, rs_ptr, ws_ptr, o_ptr, scale,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_gb, stride_bb,
     stride_ob, stride_oh, stride_s, HV, GROUP,
-    K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, L2NORM: tl.constexpr,
+    K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, L2NORM: tl.constexpr, POLICY: tl.constexpr = "",
 ):
     pid = tl.program_id(0)
     b = pid // HV
@@ -219,7 +219,8 @@ def _gdn_decode_kernel(
     rs = tl.load(rs_ptr + b).to(tl.int64)
     ws = tl.load(ws_ptr + b).to(tl.int64)
     s_off = hv * (K * V) + ks[:, None] * V + vs[None, :]
-    S = tl.load(state_ptr + rs * stride_s + s_off, mask=tl.where(rs >= 0, s_off >= 0, False), other=0.0)
+    S = tl.load(state_ptr + rs * stride_s + s_off, mask=tl.where(rs >= 0, s_off >= 0, False), other=0.0,
+                eviction_policy=POLICY)
     q = tl.load(q_ptr + b * stride_qb + hk * stride_qh + ks).to(tl.float32)
     k = tl.load(k_ptr + b * stride_kb + hk * stride_kh + ks).to(tl.float32)
     v = tl.load(v_ptr + b * stride_vb + hv * stride_vh + vs).to(tl.float32)
@@ -233,7 +234,7 @@ def _gdn_decode_kernel(
     S = S + k[:, None] * u[None, :]
     o = tl.sum((q * scale)[:, None] * S, 0)
     tl.store(o_ptr + b * stride_ob + hv * stride_oh + vs, o.to(o_ptr.dtype.element_ty))
-    tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
+    tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False), eviction_policy=POLICY)
 
 
 def decode_config(batch: int, heads: int, v: int) -> tuple[int, int]:
@@ -253,14 +254,15 @@ def gdn_decode(*, q, k, v, g, beta, state, read_slots, write_slots, scale, qk_l2
         raise ValueError("gdn_decode: state must be contiguous per slot [S, Hv, K, V]")
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise ValueError("gdn_decode: q, k, v must be contiguous in their last dim")
-    bv, warps = config or decode_config(B, HV, V)
+    bv, warps, *rest = config or decode_config(B, HV, V)
+    policy = rest[0] if rest else ""  # optional third entry: the state's eviction policy
     o = torch.empty((B, HV, V), dtype=v.dtype, device=v.device)
     if B > 0:
         _gdn_decode_kernel[(B * HV, V // bv)](
             q, k, v, g, beta, state, read_slots, write_slots, o, scale,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             g.stride(0), beta.stride(0), o.stride(0), o.stride(1), state.stride(0), HV, HV // HK,
-            K=K, V=V, BV=bv, L2NORM=bool(qk_l2norm), num_warps=warps,
+            K=K, V=V, BV=bv, L2NORM=bool(qk_l2norm), POLICY=policy, num_warps=warps,
         )
     return o
 
@@ -329,10 +331,13 @@ def _decay_block(x, ci, cj, bi, DIAG: tl.constexpr, STRICT: tl.constexpr):
 def _unit_lower_inverse(a):
     """(I + a)⁻¹ of a strictly lower-triangular 16×16 block. With N = −a nilpotent (N¹⁶ = 0),
     (I − N)⁻¹ = Σ_{k<16} Nᵏ = (I + N)(I + N²)(I + N⁴)(I + N⁸): six small products in exact fp32
-    instead of a 15-step forward substitution, whose row extractions cost a layout round trip each."""
-    BC: tl.constexpr = a.shape[0]
+    instead of a 15-step forward substitution, whose row extractions cost a layout round trip each.
+    Also on a batch [NB, 16, 16] of such blocks (one batched dot per product)."""
+    BC: tl.constexpr = a.shape[-1]
     o = tl.arange(0, BC)
     eye = (o[:, None] == o[None, :]).to(tl.float32)
+    if len(a.shape) == 3:
+        eye = eye[None, :, :]
     n1 = -a
     n2 = tl.dot(n1, n1, input_precision="ieee")
     n4 = tl.dot(n2, n2, input_precision="ieee")
@@ -528,11 +533,197 @@ def _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, mask, HV, hv, gc, nq, nk):
     tl.store(kn_ptr + off, nk, mask=mask)
 
 
+# --- gdn_extend prepare, "wide" variant --------------------------------------------------------
+# The same outputs as _gdn_prepare_kernel, with the chunk-wide products as single 64-row dots:
+# KKᵀ and QKᵀ are one [64, BK]×[BK, 64] accumulation each (wgmma-sized at 4 warps, two [64, 64]
+# fp32 accumulators live instead of twenty 16×16), decay/β/mask applied elementwise on the tile,
+# P stored in one piece. The inverse stays blocked (exact fp32, 16×16 diagonal blocks then the
+# merge): A goes to a per-program scratch (the W rows of this chunk, rewritten later, or a spare
+# buffer when they are too narrow), comes back as its ten lower 16×16 blocks, T goes the same way
+# back as one [64, 64] tile, and W = T((βe^γ)⊙K), U = T(β⊙V) are 64-row dots again. The scratch
+# round trips are L1/L2-hot (a CTA barrier orders them). HPP > 1: one program per (chunk, k-head)
+# does the GROUP v-heads that share its q/k, so KKᵀ and QKᵀ (and the norms) are computed once.
+
+
+@triton.jit
+def _scratch_blocks(sp, o, ok0, ok1, ok2, ok3, stride):
+    """The ten lower 16×16 blocks of the [64, 64] fp32 tile at sp (row stride `stride`); rows past
+    the sequence's end load as zeros."""
+    BC: tl.constexpr = o.shape[0]
+    r = o[:, None] * stride
+    c = o[None, :]
+    s1 = sp + BC * stride
+    s2 = sp + 2 * BC * stride
+    s3 = sp + 3 * BC * stride
+    b00 = tl.load(sp + r + c, mask=ok0[:, None], other=0.0)
+    b10 = tl.load(s1 + r + c, mask=ok1[:, None], other=0.0)
+    b11 = tl.load(s1 + r + BC + c, mask=ok1[:, None], other=0.0)
+    b20 = tl.load(s2 + r + c, mask=ok2[:, None], other=0.0)
+    b21 = tl.load(s2 + r + BC + c, mask=ok2[:, None], other=0.0)
+    b22 = tl.load(s2 + r + 2 * BC + c, mask=ok2[:, None], other=0.0)
+    b30 = tl.load(s3 + r + c, mask=ok3[:, None], other=0.0)
+    b31 = tl.load(s3 + r + BC + c, mask=ok3[:, None], other=0.0)
+    b32 = tl.load(s3 + r + 2 * BC + c, mask=ok3[:, None], other=0.0)
+    b33 = tl.load(s3 + r + 3 * BC + c, mask=ok3[:, None], other=0.0)
+    return b00, b10, b11, b20, b21, b22, b30, b31, b32, b33
+
+
+@triton.jit
+def _blocked_inverse(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33):
+    """T = (I + A)⁻¹ from A's ten lower 16×16 blocks: the diagonal blocks exactly, the rest by
+    block products (as _gdn_prepare_kernel does)."""
+    i00 = _unit_lower_inverse(a00)
+    i11 = _unit_lower_inverse(a11)
+    i22 = _unit_lower_inverse(a22)
+    i33 = _unit_lower_inverse(a33)
+    i10 = -tl.dot(tl.dot(i11, a10), i00)
+    i21 = -tl.dot(tl.dot(i22, a21), i11)
+    i32 = -tl.dot(tl.dot(i33, a32), i22)
+    i20 = -tl.dot(i22, tl.dot(a20, i00) + tl.dot(a21, i10))
+    i31 = -tl.dot(i33, tl.dot(a31, i11) + tl.dot(a32, i21))
+    i30 = -tl.dot(i33, tl.dot(a30, i00) + tl.dot(a31, i10) + tl.dot(a32, i20))
+    return i00, i10, i11, i20, i21, i22, i30, i31, i32, i33
+
+
+@triton.jit
+def _gdn_prepare_wide_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, cu_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, sc_ptr, scale,
+    B, HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
+    stride_sct, stride_sch,
+    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
+    L2NORM: tl.constexpr, HPP: tl.constexpr, NIL: tl.constexpr, PREC: tl.constexpr,
+):
+    BC: tl.constexpr = BT // 4
+    seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
+    hp = tl.program_id(1)  # v-head (HPP == 1) or k-head (HPP == GROUP)
+    if HPP == 1:
+        hk = hp // GROUP
+    else:
+        hk = hp
+    bos = tl.load(cu_ptr + seq)
+    eos = tl.load(cu_ptr + seq + 1)
+    r = tl.arange(0, BT)
+    rows = bos + blk * BT + r
+    rm = tl.where(valid, rows < eos, False)
+    rows64 = rows.to(tl.int64)
+    qb = q_ptr + hk * stride_qh
+    kb = k_ptr + hk * stride_kh
+    dt = w_ptr.dtype.element_ty
+    # raw KKᵀ and QKᵀ over the chunk, with the row sums of squares
+    akk = tl.zeros([BT, BT], dtype=tl.float32)
+    aqk = tl.zeros([BT, BT], dtype=tl.float32)
+    sk = tl.zeros([BT], dtype=tl.float32)
+    sq = tl.zeros([BT], dtype=tl.float32)
+    for kc in range(0, K, BK):
+        cols = kc + tl.arange(0, BK)
+        kx = _load_rows(kb, rows, rm, stride_kt, cols)
+        qx = _load_rows(qb, rows, rm, stride_qt, cols)
+        kt = tl.trans(kx)
+        akk = tl.dot(kx, kt, akk)
+        aqk = tl.dot(qx, kt, aqk)
+        if L2NORM:
+            sk += _sumsq(kx)
+            sq += _sumsq(qx)
+    nk = _inv_norm(sk, L2NORM)
+    nq = _inv_norm(sq, L2NORM)
+    akk = akk * _outer(nk, nk)
+    aqk = aqk * _outer(nq, nk)
+    strict = r[:, None] > r[None, :]
+    lower = r[:, None] >= r[None, :]
+    o = tl.arange(0, BC)
+    for j in tl.static_range(HPP):
+        if HPP == 1:
+            hv = hp
+        else:
+            hv = hp * GROUP + j
+        gv = tl.load(g_ptr + hv + rows64 * stride_gt, mask=rm, other=0.0).to(tl.float32)
+        bv = tl.load(beta_ptr + hv + rows64 * stride_bt, mask=rm, other=0.0).to(tl.float32)
+        gc = tl.cumsum(gv, 0)
+        hrow = rows64 * HV + hv
+        # P = scale·(QKᵀ ⊙ D), zeros above the diagonal
+        dq = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], float("-inf")))
+        tl.store(p_ptr + hrow[:, None] * BT + r[None, :], (aqk * dq * scale).to(dt), mask=rm[:, None])
+        # A = β_t e^{γ_t−γ_j} k_t·k_j (j < t) → scratch → ten 16×16 blocks → T → scratch → [64, 64]
+        da = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
+        a = akk * da * bv[:, None]
+        sp = sc_ptr + (bos + blk * BT).to(tl.int64) * stride_sct + hv * stride_sch
+        tl.store(sp + r[:, None] * stride_sct + r[None, :], a, mask=rm[:, None])
+        tl.debug_barrier()
+        base = bos + blk * BT
+        if NIL:
+            # diagonal blocks D inverted as one [4, 16, 16] batch (exact fp32), then with the
+            # strictly block-lower rest L and M = (I+D)⁻¹L (M⁴ = 0):
+            # T = (I + M)⁻¹(I+D)⁻¹ = (I − M)(I + M²)(I+D)⁻¹, four [64, 64] tensor-core dots
+            same = (r[:, None] // BC) == (r[None, :] // BC)
+            nb = tl.arange(0, 4)[:, None, None]
+            bi = tl.arange(0, BC)[None, :, None]
+            bj = tl.arange(0, BC)[None, None, :]
+            dp = sp + (nb * BC + bi) * stride_sct + nb * BC + bj
+            dm = tl.where(valid, (base + nb * BC + bi) < eos, False) & (bj >= 0)
+            d3 = tl.load(dp, mask=dm, other=0.0)
+            tl.debug_barrier()
+            tl.store(dp, _unit_lower_inverse(d3), mask=dm)
+            tl.debug_barrier()
+            dinv = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None] & same, other=0.0)
+            lo = tl.where(same, 0.0, a)
+            m1 = tl.dot(dinv, lo, input_precision=PREC)
+            m2 = tl.dot(m1, m1, input_precision=PREC)
+            y = dinv + tl.dot(m2, dinv, input_precision=PREC)
+            tm = (y - tl.dot(m1, y, input_precision=PREC)).to(dt)
+        else:
+            ok0 = tl.where(valid, (base + o) < eos, False)
+            ok1 = tl.where(valid, (base + BC + o) < eos, False)
+            ok2 = tl.where(valid, (base + 2 * BC + o) < eos, False)
+            ok3 = tl.where(valid, (base + 3 * BC + o) < eos, False)
+            a00, a10, a11, a20, a21, a22, a30, a31, a32, a33 = _scratch_blocks(sp, o, ok0, ok1, ok2, ok3, stride_sct)
+            tl.debug_barrier()
+            i00, i10, i11, i20, i21, i22, i30, i31, i32, i33 = _blocked_inverse(
+                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33)
+            rr = o[:, None] * stride_sct
+            cc = o[None, :]
+            z = tl.zeros([BC, BC], dtype=tl.float32)
+            tl.store(sp + rr + cc, i00, mask=ok0[:, None])
+            tl.store(sp + rr + BC + cc, z, mask=ok0[:, None])
+            tl.store(sp + rr + 2 * BC + cc, z, mask=ok0[:, None])
+            tl.store(sp + rr + 3 * BC + cc, z, mask=ok0[:, None])
+            s1 = sp + BC * stride_sct
+            tl.store(s1 + rr + cc, i10, mask=ok1[:, None])
+            tl.store(s1 + rr + BC + cc, i11, mask=ok1[:, None])
+            tl.store(s1 + rr + 2 * BC + cc, z, mask=ok1[:, None])
+            tl.store(s1 + rr + 3 * BC + cc, z, mask=ok1[:, None])
+            s2 = sp + 2 * BC * stride_sct
+            tl.store(s2 + rr + cc, i20, mask=ok2[:, None])
+            tl.store(s2 + rr + BC + cc, i21, mask=ok2[:, None])
+            tl.store(s2 + rr + 2 * BC + cc, i22, mask=ok2[:, None])
+            tl.store(s2 + rr + 3 * BC + cc, z, mask=ok2[:, None])
+            s3 = sp + 3 * BC * stride_sct
+            tl.store(s3 + rr + cc, i30, mask=ok3[:, None])
+            tl.store(s3 + rr + BC + cc, i31, mask=ok3[:, None])
+            tl.store(s3 + rr + 2 * BC + cc, i32, mask=ok3[:, None])
+            tl.store(s3 + rr + 3 * BC + cc, i33, mask=ok3[:, None])
+            tl.debug_barrier()
+            tm = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None], other=0.0).to(dt)
+        tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
+        # W = T((βe^γ)⊙K), U = T(β⊙V)
+        wscale = nk * bv * tl.exp(gc)
+        for kc in range(0, K, BK):
+            cols = kc + tl.arange(0, BK)
+            x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
+            tl.store(w_ptr + hrow[:, None] * K + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
+        vb = v_ptr + hv * stride_vh
+        for vc in range(0, V, BK):
+            cols = vc + tl.arange(0, BK)
+            x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
+            tl.store(u_ptr + hrow[:, None] * V + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
+        _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
+
+
 @triton.jit
 def _gdn_scan_kernel(
     q_ptr, k_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
     HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
-    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+    q_desc, k_desc, w_desc, u_desc, p_desc,
+    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, LEAN: tl.constexpr = 0,
 ):
     b = tl.program_id(0)
     hv = tl.program_id(1)
@@ -547,35 +738,98 @@ def _gdn_scan_kernel(
     s_off = hv * (K * V) + ks[:, None] * V + vs[None, :]
     S = tl.load(state_ptr + rs * stride_s + s_off, mask=tl.where(rs >= 0, s_off >= 0, False), other=0.0)
     dt = w_ptr.dtype.element_ty
-    for c in range(0, tl.cdiv(eos - bos, BT)):
-        t0 = bos + c * BT
-        rows = t0 + r
-        rm = rows < eos
-        rows = rows.to(tl.int64)
-        hrow = rows * HV + hv
-        last = tl.minimum(t0 + BT, eos) - 1
-        gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
-        g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
-        w = tl.load(w_ptr + hrow[:, None] * K + ks[None, :], mask=rm[:, None], other=0.0)
-        u = tl.load(u_ptr + hrow[:, None] * V + vs[None, :], mask=rm[:, None], other=0.0)
-        sd = S.to(dt)
-        un = (u.to(tl.float32) - tl.dot(w, sd)).to(dt)
-        q = tl.load(q_ptr + rows[:, None] * stride_qt + hk * stride_qh + ks[None, :], mask=rm[:, None], other=0.0)
-        qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
-        p = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
-        o = tl.dot((q.to(tl.float32) * qs[:, None]).to(dt), sd) + tl.dot(p, un)
-        tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :], o.to(o_ptr.dtype.element_ty),
-                 mask=rm[:, None])
-        k = tl.load(k_ptr + rows[:, None] * stride_kt + hk * stride_kh + ks[None, :], mask=rm[:, None], other=0.0)
-        kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
-        S = S * tl.exp(g_last) + tl.dot(tl.trans((k.to(tl.float32) * kscale[:, None]).to(dt)), un)
+    if LEAN == 0:
+        for c in range(0, tl.cdiv(eos - bos, BT)):
+            t0 = bos + c * BT
+            rows = t0 + r
+            rm = rows < eos
+            rows = rows.to(tl.int64)
+            hrow = rows * HV + hv
+            last = tl.minimum(t0 + BT, eos) - 1
+            gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
+            g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
+            w = tl.load(w_ptr + hrow[:, None] * K + ks[None, :], mask=rm[:, None], other=0.0)
+            u = tl.load(u_ptr + hrow[:, None] * V + vs[None, :], mask=rm[:, None], other=0.0)
+            sd = S.to(dt)
+            un = (u.to(tl.float32) - tl.dot(w, sd)).to(dt)
+            q = tl.load(q_ptr + rows[:, None] * stride_qt + hk * stride_qh + ks[None, :], mask=rm[:, None], other=0.0)
+            qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
+            p = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
+            o = tl.dot((q.to(tl.float32) * qs[:, None]).to(dt), sd) + tl.dot(p, un)
+            tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :], o.to(o_ptr.dtype.element_ty),
+                     mask=rm[:, None])
+            k = tl.load(k_ptr + rows[:, None] * stride_kt + hk * stride_kh + ks[None, :], mask=rm[:, None], other=0.0)
+            kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
+            S = S * tl.exp(g_last) + tl.dot(tl.trans((k.to(tl.float32) * kscale[:, None]).to(dt)), un)
+    else:
+        # LEAN: the row scales applied to the [BT, BV] products instead of the [BT, K] q and k
+        # tiles ((diag(s)Q)S = diag(s)(QS), (diag(s)K)ᵀU' = Kᵀ(diag(s)U'): no fp32 copies of q
+        # and k), and the [BT, K] tiles loaded through block pointers (LEAN == 2) instead of
+        # [BT, K] tensors of 64-bit addresses
+        for c in range(0, tl.cdiv(eos - bos, BT)):
+            t0 = bos + c * BT
+            rows = t0 + r
+            rm = rows < eos
+            rows = rows.to(tl.int64)
+            hrow = rows * HV + hv
+            last = tl.minimum(t0 + BT, eos) - 1
+            gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
+            g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
+            if LEAN == 2:
+                # host TMA descriptors over all T rows: rows past eos belong to the next sequence
+                # (or read zero past T); harmless, as kscale (masked) is 0 there, P is lower
+                # triangular and the o store is masked
+                vb0 = tl.program_id(2) * BV
+                w = w_desc.load([t0, hv * K])
+                u = u_desc.load([t0, hv * V + vb0])
+                q = q_desc.load([t0, hk * K])
+                k = k_desc.load([t0, hk * K])
+                p = p_desc.load([t0, hv * BT])
+            else:
+                w = tl.load(w_ptr + hrow[:, None] * K + ks[None, :], mask=rm[:, None], other=0.0)
+                u = tl.load(u_ptr + hrow[:, None] * V + vs[None, :], mask=rm[:, None], other=0.0)
+                q = tl.load(q_ptr + rows[:, None] * stride_qt + hk * stride_qh + ks[None, :], mask=rm[:, None],
+                            other=0.0)
+                k = tl.load(k_ptr + rows[:, None] * stride_kt + hk * stride_kh + ks[None, :], mask=rm[:, None],
+                            other=0.0)
+                p = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
+            qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
+            kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
+            sd = S.to(dt)
+            un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
+            und = un.to(dt)
+            o = tl.dot(q.to(dt), sd) * qs[:, None] + tl.dot(p, und)
+            S = S * tl.exp(g_last) + tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt))
+            tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :],
+                     o.to(o_ptr.dtype.element_ty), mask=rm[:, None])
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
 
 
 def extend_config(batch: int, heads: int, v: int) -> tuple[int, int, int, int]:
     """(scan BV, scan warps, prepare BK, prepare warps): split V so the scan, the only sequential
-    part, has enough programs to cover the SMs when there are few sequences."""
+    part, has enough programs to cover the SMs when there are few sequences.
+
+    A config may carry two more entries, (…, prepare kind, scan num_stages): kind "blocks" (the
+    default: _gdn_prepare_kernel); "wide" (_gdn_prepare_wide_kernel, one program per v-head, the
+    inverse from ten 16×16 blocks); "nil" (the same kernel, the diagonal blocks inverted as one
+    batch and merged by four [64, 64] tf32 dots; "nilx3": those dots in tf32x3); a "2" ("wide2",
+    "nil2", "nil2x3"): one program per k-head doing its GROUP v-heads. num_stages None = Triton's.
+    A seventh entry picks the scan's LEAN form: 0 (default) as is, 1 the row scales applied to the
+    products, 2 that with block-pointer tile loads."""
     return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 2
+
+
+PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3")
+
+
+def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int]:
+    bv, swarps, bk, pwarps, *rest = config
+    kind = rest[0] if rest else "blocks"
+    stages = rest[1] if len(rest) > 1 else None
+    lean = int(rest[2]) if len(rest) > 2 else 0
+    if kind not in PREPARE_KINDS:
+        raise ValueError(f"gdn_extend: prepare kind must be one of {PREPARE_KINDS}, got {kind!r}")
+    return bv, swarps, bk, pwarps, kind, stages, lean
 
 
 def gdn_extend(*, q, k, v, g, beta, state, cu_seqlens, read_slots, write_slots, scale, qk_l2norm, config=None):
@@ -600,7 +854,7 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
     T, HK, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     B = cu_seqlens.shape[0] - 1
-    _, _, bk, warps = config
+    _, _, bk, warps, kind, _, _ = _extend_options(config)
     bk = min(bk, K, V)
     out = dict(w=torch.empty((T, HV, K), dtype=v.dtype, device=v.device),
                u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device),
@@ -608,7 +862,21 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
                gc=torch.empty((T, HV), dtype=torch.float32, device=v.device),
                qn=torch.empty((T, HV), dtype=torch.float32, device=v.device),
                kn=torch.empty((T, HV), dtype=torch.float32, device=v.device))
-    if T > 0:
+    if T > 0 and kind != "blocks":
+        hpp = HV // HK if kind in ("wide2", "nil2", "nil2x3") else 1
+        w = out["w"]
+        if K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
+            sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
+        else:
+            sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
+        _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV // hpp)](
+            q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
+            B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), K=K, V=V, BT=CHUNK, BK=bk,
+            BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), HPP=hpp, NIL=kind.startswith("nil"),
+            PREC="tf32x3" if kind.endswith("x3") else "tf32", num_warps=warps,
+        )
+    elif T > 0:
         _gdn_prepare_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], scale, B, HV,
             HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0),
@@ -623,9 +891,23 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     HK, K = q.shape[1], q.shape[2]
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
-    bv, warps, _, _ = config
+    bv, warps, _, _, _, stages, lean = _extend_options(config)
+    launch = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
+    descs = (None,) * 5
+    if lean == 2 and q.stride(1) == K and k.stride(1) == K:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        T = q.shape[0]
+
+        def desc(x, cols, box):
+            return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box)
+
+        descs = (desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
+                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]))
+    elif lean == 2:
+        lean = 1
     _gdn_scan_kernel[(B, HV, V // bv)](
         q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["p"], chunks["qn"], chunks["kn"], state, cu_seqlens,
         read_slots, write_slots, o, scale, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        o.stride(0), o.stride(1), state.stride(0), K=K, V=V, BT=CHUNK, BV=bv, num_warps=warps,
+        o.stride(0), o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean, **launch,
     )
