@@ -182,40 +182,109 @@ def _qk_norm_rope_kernel(
 
 
 @triton.jit
+def _rows_addr(r0, R, H, stride_t, stride_h, BLOCK_R: tl.constexpr):
+    """Rows r0.. of a [T, H, D] tensor flattened to T·H head rows: the row mask and element offsets."""
+    r = r0 + tl.arange(0, BLOCK_R)
+    t = r // H
+    return r < R, t, t.to(tl.int64) * stride_t + (r - t * H).to(tl.int64) * stride_h
+
+
+@triton.jit
+def _rows_weights(w_ptr, D, offset, ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    # w as a [BLOCK_R, BLOCK_D] tile (L1 hits) in x's layout: a 1D load would be converted through smem
+    d = tl.arange(0, BLOCK_D)
+    partner, idx, sign = _rope_pairs(d, ROT, NEOX)
+    rows = w_ptr + tl.zeros([BLOCK_R, 1], dtype=tl.int32)
+    w = tl.load(rows + d[None, :], mask=(d < D)[None, :], other=0.0).to(tl.float32) + offset
+    wp = tl.load(rows + partner[None, :], mask=(d < ROT)[None, :], other=0.0).to(tl.float32) + offset
+    return w, wp
+
+
+@triton.jit
+def _rows_load(
+    x_ptr, pos_ptr, cs_ptr, r0, R, H, D, stride_t, stride_h, stride_cs,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
+):
+    """x (activation dtype), its rotary partners and the rows' cos and sin; all [BLOCK_R, BLOCK_D]."""
+    rmask, t, off = _rows_addr(r0, R, H, stride_t, stride_h, BLOCK_R)
+    d = tl.arange(0, BLOCK_D)
+    partner, idx, sign = _rope_pairs(d, ROT, NEOX)
+    # partner and idx stay in bounds past ROT (masked there) and contiguous: 16-byte loads
+    mask = rmask[:, None] & (d < D)[None, :]
+    pmask = rmask[:, None] & (d < ROT)[None, :]
+    base = x_ptr + off[:, None]
+    if EVICT:
+        x = tl.load(base + d[None, :], mask=mask, other=0.0, eviction_policy="evict_first")
+    else:
+        x = tl.load(base + d[None, :], mask=mask, other=0.0)
+    xp = tl.load(base + partner[None, :], mask=pmask, other=0.0)
+    pos = tl.load(pos_ptr + t, mask=rmask, other=0).to(tl.int64)
+    cs_row = cs_ptr + pos[:, None] * stride_cs
+    cos = tl.load(cs_row + idx[None, :], mask=pmask, other=1.0)
+    sin = tl.load(cs_row + ROT // 2 + idx[None, :], mask=pmask, other=0.0)
+    return x, xp, cos, sin
+
+
+@triton.jit
+def _rows_store(
+    x_ptr, x, xp, cos, sin, w, wp, r0, R, H, D, stride_t, stride_h, eps,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
+):
+    rmask, t, off = _rows_addr(r0, R, H, stride_t, stride_h, BLOCK_R)
+    d = tl.arange(0, BLOCK_D)
+    partner, idx, sign = _rope_pairs(d, ROT, NEOX)
+    mask = rmask[:, None] & (d < D)[None, :]
+    xf = x.to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(xf * xf, axis=1) / D + eps)
+    out = ((xf * w * cos + (sign[None, :] * sin) * (xp.to(tl.float32) * wp)) * rstd[:, None]).to(x.dtype)
+    if EVICT:
+        tl.store(x_ptr + off[:, None] + d[None, :], out, mask=mask, eviction_policy="evict_first")
+    else:
+        tl.store(x_ptr + off[:, None] + d[None, :], out, mask=mask)
+
+
+@triton.jit
 def _norm_rope_rows(
     x_ptr, w_ptr, pos_ptr, cs_ptr, r0, R, H, D, stride_t, stride_h, stride_cs, eps, offset,
     ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
 ):
-    r = r0 + tl.arange(0, BLOCK_R)
-    rmask = r < R
-    t = r // H
-    h = r - t * H
-    d = tl.arange(0, BLOCK_D)
-    HALF: tl.constexpr = ROT // 2
-    partner, idx, sign = _rope_pairs(d, ROT, NEOX)
-    rot = d < ROT  # partner and idx stay in bounds past ROT (masked there), and contiguous: 16-byte loads
-    mask = rmask[:, None] & (d < D)[None, :]
-    pmask = rmask[:, None] & rot[None, :]
-    base = x_ptr + (t.to(tl.int64) * stride_t + h.to(tl.int64) * stride_h)[:, None]
-    if EVICT:
-        x = tl.load(base + d[None, :], mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
-    else:
-        x = tl.load(base + d[None, :], mask=mask, other=0.0).to(tl.float32)
-    xp = tl.load(base + partner[None, :], mask=pmask, other=0.0).to(tl.float32)
-    pos = tl.load(pos_ptr + t, mask=rmask, other=0).to(tl.int64)
-    cs_row = cs_ptr + pos[:, None] * stride_cs
-    cos = tl.load(cs_row + idx[None, :], mask=pmask, other=1.0)
-    sin = tl.load(cs_row + HALF + idx[None, :], mask=pmask, other=0.0)
-    # w as a [BLOCK_R, BLOCK_D] tile (L1 hits) in x's layout: a 1D load would be converted through smem
-    w_rows = w_ptr + (r * 0)[:, None]
-    w = tl.load(w_rows + d[None, :], mask=mask, other=0.0).to(tl.float32) + offset
-    wp = tl.load(w_rows + partner[None, :], mask=pmask, other=0.0).to(tl.float32) + offset
-    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
-    out = (x * w * cos + (sign[None, :] * sin) * (xp * wp)) * rstd[:, None]
-    if EVICT:
-        tl.store(base + d[None, :], out.to(x_ptr.dtype.element_ty), mask=mask, eviction_policy="evict_first")
-    else:
-        tl.store(base + d[None, :], out.to(x_ptr.dtype.element_ty), mask=mask)
+    w, wp = _rows_weights(w_ptr, D, offset, ROT, NEOX, BLOCK_R, BLOCK_D)
+    x, xp, cos, sin = _rows_load(x_ptr, pos_ptr, cs_ptr, r0, R, H, D, stride_t, stride_h, stride_cs,
+                                 ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+    _rows_store(x_ptr, x, xp, cos, sin, w, wp, r0, R, H, D, stride_t, stride_h, eps, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+
+
+@triton.jit
+def _norm_rope_rows_loop(
+    x_ptr, w_ptr, pos_ptr, cs_ptr, R, H, D, stride_t, stride_h, stride_cs, eps, offset,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
+):
+    """Persistent: blocks pid, pid + nprog, ...; the next block's loads are issued before this
+    block's stores (held in registers), so a program keeps two blocks in flight."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    w, wp = _rows_weights(w_ptr, D, offset, ROT, NEOX, BLOCK_R, BLOCK_D)
+    x, xp, cos, sin = _rows_load(x_ptr, pos_ptr, cs_ptr, pid * BLOCK_R, R, H, D, stride_t, stride_h, stride_cs,
+                                 ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+    for b in range(pid, tl.cdiv(R, BLOCK_R), nprog):
+        xn, xpn, cosn, sinn = _rows_load(x_ptr, pos_ptr, cs_ptr, (b + nprog) * BLOCK_R, R, H, D, stride_t, stride_h,
+                                         stride_cs, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+        _rows_store(x_ptr, x, xp, cos, sin, w, wp, b * BLOCK_R, R, H, D, stride_t, stride_h, eps,
+                    ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+        x, xp, cos, sin = xn, xpn, cosn, sinn
+
+
+@triton.jit
+def _qk_norm_rope_loop_kernel(
+    q_ptr, k_ptr, qw_ptr, kw_ptr, pos_ptr, cs_ptr, RQ, RK, HQ, HK, D,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs, eps, offset,
+    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
+):
+    _norm_rope_rows_loop(q_ptr, qw_ptr, pos_ptr, cs_ptr, RQ, HQ, D, stride_qt, stride_qh, stride_cs, eps, offset,
+                         ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+    _norm_rope_rows_loop(k_ptr, kw_ptr, pos_ptr, cs_ptr, RK, HK, D, stride_kt, stride_kh, stride_cs, eps, offset,
+                         ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
 
 
 @triton.jit
@@ -236,15 +305,32 @@ def _qk_norm_rope_rows_kernel(
 # Launch variants reachable by name (the sweep compares them; "token" is the default):
 #   token            one program a token, q heads then k heads (the kernel above)
 #   rows{R}w{W}[e]   rows variant, R head rows a program, W warps, e = evict-first loads/stores
-QK_VARIANTS = ("token", "rows2w1", "rows4w1", "rows4w2", "rows8w2", "rows8w4", "rows16w4", "rows16w8", "rows4w4",
-               "rows8w8", "rows8w4e")
+# Launch variants reachable by name (the sweep compares them; "token" is the default):
+#   token              one program a token, q heads then k heads (the kernel above)
+#   rows{R}w{W}[e]     rows kernel, R head rows a program, W warps, e = evict-first loads/stores
+#   loop{R}w{W}c{C}    persistent rows kernel, C programs an SM, next block loaded before the store
+# (any R, W, C parse; the tuple is what the sweep times)
+QK_VARIANTS = ("token", "rows2w1", "rows4w2", "rows8w2", "rows8w4", "rows16w8", "rows4w4", "rows8w8", "rows8w4e",
+               "loop4w4c6", "loop8w8c3", "loop8w4c4", "loop16w8c2")
 
 
 def _parse_rows(variant: str):
     body = variant[4:]
     evict = body.endswith("e")
+    ctas = 0
+    if "c" in body:
+        body, ctas = body.split("c")
     r, w = body.rstrip("e").split("w")
-    return int(r), int(w), evict
+    return int(r), int(w), evict, int(ctas)
+
+
+_SMS: dict = {}
+
+
+def _sm_count(device) -> int:
+    if device not in _SMS:
+        _SMS[device] = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return _SMS[device]
 
 
 def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0, num_warps=None,
@@ -257,15 +343,18 @@ def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, 
     block_d = triton.next_power_of_2(D)
     if T == 0:
         return q, k
-    if variant.startswith("rows"):
-        block_r, warps, evict = _parse_rows(variant)
+    if variant.startswith(("rows", "loop")):
+        block_r, warps, evict, ctas = _parse_rows(variant)
         nqb = triton.cdiv(T * HQ, block_r)
-        _qk_norm_rope_rows_kernel[(nqb + triton.cdiv(T * HK, block_r),)](
-            q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, nqb,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset,
-            ROT=rotary_dim, NEOX=style == "neox", BLOCK_R=block_r, BLOCK_D=block_d, EVICT=evict,
-            num_warps=num_warps or warps,
-        )
+        common = dict(ROT=rotary_dim, NEOX=style == "neox", BLOCK_R=block_r, BLOCK_D=block_d, EVICT=evict,
+                      num_warps=num_warps or warps)
+        strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset)
+        if variant.startswith("rows"):
+            _qk_norm_rope_rows_kernel[(nqb + triton.cdiv(T * HK, block_r),)](
+                q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, nqb, *strides, **common)
+        else:
+            _qk_norm_rope_loop_kernel[(min(nqb, ctas * _sm_count(q.device)),)](
+                q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, *strides, **common)
         return q, k
     if variant != "token":
         raise ValueError(f"qk_norm_rope: unknown variant {variant!r}")
