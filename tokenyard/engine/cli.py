@@ -14,6 +14,8 @@ import itertools
 import re
 import sys
 
+from tokenyard.engine.loader import LOAD_FORMATS
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
 
@@ -27,7 +29,8 @@ def parse_size(text: str) -> int:
 
 
 _ENGINE_FLAGS = ("max_model_len", "kv_cache_memory", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
-                 "page_size", "dtype", "device", "enable_prefix_caching", "checkpoint_interval", "cuda_graphs")
+                 "page_size", "dtype", "device", "enable_prefix_caching", "checkpoint_interval", "cuda_graphs",
+                 "load_format")
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,9 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        help="tokens between GDN state checkpoints, a multiple of --page-size (default 4096)")
     group.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction,
                        help="replay decode steps through CUDA graphs captured at start-up (default: on)")
+    group.add_argument("--load-format", choices=LOAD_FORMATS,
+                       help="auto: the model's weights; dummy: random weights for the model directory's config "
+                            "(benchmarks of real shapes without the weights)")
 
 
 def engine_args(args: argparse.Namespace) -> dict:

@@ -59,6 +59,7 @@ class LLMEngine:
         enable_prefix_caching: bool = True,
         checkpoint_interval: int = 4096,
         cuda_graphs: bool = True,
+        load_format: str = "auto",
     ):
         if model is None:
             from tokenyard.engine.default_model import default_model_path
@@ -73,7 +74,7 @@ class LLMEngine:
             page_size = 64 if self.device.type == "cuda" else 16
         if page_size < 1:
             raise ValueError(f"page_size={page_size}: expected >= 1")
-        checkpoint = load_checkpoint(model)
+        checkpoint = load_checkpoint(model, load_format, self.dtype, self.device)
         self.config = checkpoint.config
         self.tokenizer = checkpoint.tokenizer
         self.eos_token_ids = checkpoint.eos_token_ids

@@ -32,10 +32,10 @@ def _token_text(value) -> str | None:
 
 
 class HFDirCheckpoint:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, weights_needed: bool = True):
         self.path = Path(path)
         self.config = _read_json(self.path / "config.json")
-        self.weight_files = self._weight_files()
+        self.weight_files = self._weight_files() if weights_needed else []
 
     def _weight_files(self) -> list[Path]:
         index = self.path / "model.safetensors.index.json"
