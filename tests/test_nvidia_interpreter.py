@@ -127,7 +127,8 @@ def test_launch_variant_matches_reference_under_interpreter(variant_results, ind
 # gdn.py launch variants the defaults don't take (bench/gpu/sweep_gdn.py times them): the prepare
 # kinds (64-row dots; the inverse blocked from a scratch that aliases W when K is wide enough, else
 # a spare buffer; one program per v-head or per k-head; the batched-diagonal + nilpotent merge),
-# the scan's LEAN forms (row scales on the products; host TMA descriptors), decode's eviction hint.
+# q/k/v by TMA descriptor (nilt), the scan's LEAN forms (row scales on the products; host TMA
+# descriptors), decode's eviction hint.
 # Varlen with initial states, odd lengths, fresh and skipped slots. Config: (scan BV, scan warps,
 # prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN).
 GDN_VARIANT_CASES = [
@@ -139,6 +140,7 @@ GDN_VARIANT_CASES = [
      dict(config=(16, 4, 16, 4, "nil2", None, 1))),
     ("gdn_extend", dict(lens=[67, 3], Hk=1, Hv=2, K=64, V=64, l2norm=False), dict(config=(32, 4, 32, 4, "nilx3", 2, 2))),
     ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, resume=False), dict(config=(16, 4, 32, 2, "blocks", 1, 2))),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 8, "nilt", 2, 2))),
     ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
 ]
 
@@ -160,3 +162,49 @@ def gdn_variant_results() -> list:
 def test_gdn_variant_matches_reference_under_interpreter(gdn_variant_results, index):
     result = gdn_variant_results[index]
     assert result["ok"], f"{GDN_VARIANT_CASES[index]}: {result['error']}"
+
+
+# attention_extend kernel forms the defaults don't take (bench/gpu/sweep_attention.py times them):
+# kv="lean" (gathered tile, [BN] int32 row offsets, unmasked full blocks, acc += dot), kv="tma2" (a
+# BN-key tile as two per-page TMA boxes of BN/2 rows; the half past a sequence's end reads a
+# clamped page-table entry), the fused split-K merge (last split of a tile merges, atomic counter)
+# and half-precision partials; page sizes 4/16/64, several sequences, cached prefixes, odd lengths,
+# fp32 and fp16 (4th item: dtype). The interpreter runs programs one at a time, so the counter's
+# ordering across SMs is checked only on the device (the sweep checks every variant first).
+ATTN_VARIANT_CASES = [
+    ("attention_extend", dict(q_lens=[37, 20, 1], kv_lens=[37, 90, 71], Hq=4, Hk=2, D=16, page=16),
+     dict(config=(32, 32, 4, 1), kv="lean"), "float32"),
+    ("attention_extend", dict(q_lens=[70, 9], kv_lens=[200, 9], Hq=2, Hk=1, D=32, page=64),
+     dict(config=(64, 128, 4, 1), kv="tma2"), "float16"),
+    ("attention_extend", dict(q_lens=[37, 20, 1], kv_lens=[37, 90, 71], Hq=4, Hk=2, D=16, page=16),
+     dict(config=(32, 32, 4, 1), kv="tma2", heads_inner=True), "float32"),
+    ("attention_extend", dict(q_lens=[7, 20], kv_lens=[70, 90], Hq=8, Hk=2, D=16, page=16),
+     dict(config=(64, 32, 4, 1), kv="tma2", splits=3, pack=True, fuse_merge=True, partials="half"), "float16"),
+    ("attention_extend", dict(q_lens=[5, 3, 1], kv_lens=[5, 11, 9], Hq=4, Hk=2, D=16, page=4),
+     dict(config=(16, 8, 4, 1), kv="lean", splits=2, heads_inner=False, fuse_merge=True), "float32"),
+    ("attention_extend", dict(q_lens=[7, 20], kv_lens=[70, 90], Hq=8, Hk=2, D=16, page=16),
+     dict(config=(64, 16, 4, 1), splits=4, tma=True, pack=True, partials="half"), "float16"),
+]
+
+ATTN_CHILD = CHILD.replace('cases.make(op, "cpu", torch.float32, **shape)',
+                           'cases.make(op, "cpu", getattr(torch, launch[1]), **shape)')
+assert ATTN_CHILD != CHILD
+
+
+@pytest.fixture(scope="module")
+def attn_variant_results() -> list:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", ATTN_CHILD, str(GPU_TESTS), json.dumps(ATTN_VARIANT_CASES)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(ATTN_VARIANT_CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    return lines
+
+
+@pytest.mark.parametrize("index", range(len(ATTN_VARIANT_CASES)),
+                         ids=[f"{case[0]}-{i}-{case[3]}" for i, case in enumerate(ATTN_VARIANT_CASES)])
+def test_attention_variant_matches_reference_under_interpreter(attn_variant_results, index):
+    result = attn_variant_results[index]
+    assert result["ok"], f"{ATTN_VARIANT_CASES[index]}: {result['error']}"

@@ -43,6 +43,7 @@ from tokenyard.backends.nvidia import gdn  # noqa: E402
 BF16 = torch.bfloat16
 DEV = "cuda"
 FIELDS = ("bv", "sw", "bk", "pw", "kind", "stages", "lean")
+T_START = time.time()
 
 # name -> overrides of the default extend config (see the module docstring)
 EXTEND_VARIANTS = {
@@ -53,6 +54,8 @@ EXTEND_VARIANTS = {
     "p:nil w8 bk64": dict(kind="nil", pw=8, bk=64),
     "p:nil2 w8": dict(kind="nil2", pw=8),
     "p:nilx3 w8": dict(kind="nilx3", pw=8),
+    "p:nilt w4": dict(kind="nilt", pw=4),
+    "p:nilt w8": dict(kind="nilt", pw=8),
     "s:lean1": dict(lean=1),
     "s:lean2": dict(lean=2),
     "s:lean2 st2": dict(lean=2, stages=2),
@@ -61,11 +64,14 @@ EXTEND_VARIANTS = {
     "s:lean2 bv64 st2": dict(lean=2, bv=64, stages=2),
     "c:nil w8 + lean2": dict(kind="nil", pw=8, lean=2),
     "c:nil w4 + lean2": dict(kind="nil", pw=4, lean=2),
+    "c:nilt w8 + lean2": dict(kind="nilt", pw=8, lean=2),
+    "c:nilt w4 + lean2": dict(kind="nilt", pw=4, lean=2),
+    "c:nilt w8 + lean2 bv16 st2": dict(kind="nilt", pw=8, lean=2, bv=16, stages=2),
 }
 # the variants run without --full (each new kernel compiled once per case; the combinations reuse them)
-MAIN_EXTEND = ("default", "p:wide w8", "p:nil w4", "p:nil w8", "s:lean2", "s:lean2 bv16 st2", "s:lean2 w8 st2",
-               "c:nil w8 + lean2", "c:nil w4 + lean2")
-QUICK_EXTEND = ("default", "p:nil w8", "s:lean2", "c:nil w8 + lean2")
+MAIN_EXTEND = ("default", "p:nil w8", "p:nilt w4", "p:nilt w8", "s:lean2", "s:lean2 bv16 st2", "c:nilt w8 + lean2",
+               "c:nilt w4 + lean2", "c:nilt w8 + lean2 bv16 st2")
+QUICK_EXTEND = ("default", "p:nilt w8", "s:lean2", "c:nilt w8 + lean2")
 EXTEND_CASES = (("T=8192", [8192]), ("T=32768", [32768]), ("8x4096 h0", [4096] * 8))
 
 # (BV, warps[, state eviction policy])
@@ -144,6 +150,9 @@ def run_extend(opts, ceil, rows, emit) -> None:
         print(f"# gdn_extend {label}: reference {time.time() - t0:.1f}s", flush=True)
         base = None if opts.no_peers else peer(emit, "gdn_extend", label, "FLA chunk", fla_chunk, a, False, "flops", flops)
         for name in names:
+            if time.time() - T_START > opts.budget:
+                print(f"# budget of {opts.budget:.0f} s spent: gdn_extend {label} {name} skipped", flush=True)
+                continue
             cfg = extend_config(len(lens), name)
             row = dict(op="gdn_extend", case=label, variant=name, config=str(cfg), metric="flops", amount=flops)
             try:
@@ -185,6 +194,9 @@ def run_decode(opts, ceil, rows, emit) -> None:
         if opts.quick:
             variants = variants[:6]
         for name, cfg in variants:
+            if time.time() - T_START > opts.budget:
+                print(f"# budget of {opts.budget:.0f} s spent: gdn_decode {label} {name} skipped", flush=True)
+                continue
             row = dict(op="gdn_decode", case=label, variant=name, config=str(cfg), metric="bytes", amount=amount)
             try:
                 fn = lambda **x: gdn.gdn_decode(**x, config=cfg)  # noqa: E731
@@ -201,11 +213,11 @@ def run_decode(opts, ceil, rows, emit) -> None:
 
 def fmt(r: dict, ceil: dict) -> str:
     if "error" in r:
-        return f"{r['op']:10s} {r['case']:10s} {r['variant']:24s} ERROR {r['error']}"
+        return f"{r['op']:10s} {r['case']:10s} {r['variant']:28s} ERROR {r['error']}"
     rate = r["amount"] / (r["ms"] * 1e-3) / 1e12
     ceiling = ceil["copy_TBps"] if r["metric"] == "bytes" else ceil["matmul_TFLOPs"]
     unit = "TB/s" if r["metric"] == "bytes" else "TFLOP/s"
-    parts = [f"{r['op']:10s} {r['case']:10s} {r['variant']:24s} {r['ms'] * 1e3:9.1f} us {rate:7.2f} {unit:7s}"
+    parts = [f"{r['op']:10s} {r['case']:10s} {r['variant']:28s} {r['ms'] * 1e3:9.1f} us {rate:7.2f} {unit:7s}"
              f" {100 * rate / ceiling:5.1f}%"]
     parts.append(f" peer/ours {r['peer_over_ours']:5.2f}" if "peer_over_ours" in r else " " * 16)
     parts.append(f" err {r['rel_err']:.1e}" if "rel_err" in r else " " * 12)
@@ -224,11 +236,11 @@ def main() -> int:
     ap.add_argument("--variants", default="", help="comma-separated substrings of extend variant names to run")
     ap.add_argument("--ops", default="gdn_decode,gdn_extend")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--budget", type=float, default=140.0, help="seconds after which remaining variants are skipped")
     opts = ap.parse_args()
     opts.variants = [v for v in opts.variants.split(",") if v]
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(0) if DEV == "cuda" else DEV,
             "torch": torch.__version__, "triton": triton.__version__}
     ceil = ceilings()
@@ -242,12 +254,12 @@ def main() -> int:
         (out / "sweep_gdn.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
     ops = opts.ops.split(",")
-    if "gdn_decode" in ops:
-        run_decode(opts, ceil, rows, emit)
     if "gdn_extend" in ops:
         run_extend(opts, ceil, rows, emit)
+    if "gdn_decode" in ops:
+        run_decode(opts, ceil, rows, emit)
     print(f"\n{meta['device']}  copy {ceil['copy_TBps']:.2f} TB/s  bf16 matmul {ceil['matmul_TFLOPs']:.0f} TFLOP/s"
-          f"  ({time.time() - t_start:.0f} s)")
+          f"  ({time.time() - T_START:.0f} s)")
     for key in dict.fromkeys((r["op"], r["case"]) for r in rows):
         rs = [r for r in rows if (r["op"], r["case"]) == key]
         ok = sorted((r for r in rs if "ms" in r and r["variant"] not in ("FLA chunk", "FLA fused_recurrent")

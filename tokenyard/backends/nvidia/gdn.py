@@ -589,9 +589,9 @@ def _blocked_inverse(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33):
 def _gdn_prepare_wide_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, cu_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, sc_ptr, scale,
     B, HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
-    stride_sct, stride_sch,
+    stride_sct, stride_sch, q_desc, k_desc, v_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
-    L2NORM: tl.constexpr, HPP: tl.constexpr, NIL: tl.constexpr, PREC: tl.constexpr,
+    L2NORM: tl.constexpr, HPP: tl.constexpr, NIL: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr = False,
 ):
     BC: tl.constexpr = BT // 4
     seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
@@ -616,8 +616,14 @@ def _gdn_prepare_wide_kernel(
     sq = tl.zeros([BT], dtype=tl.float32)
     for kc in range(0, K, BK):
         cols = kc + tl.arange(0, BK)
-        kx = _load_rows(kb, rows, rm, stride_kt, cols)
-        qx = _load_rows(qb, rows, rm, stride_qt, cols)
+        if TMA:
+            # whole-T descriptors: rows past eos (the next sequence's, or zeros past T) only reach
+            # rows of A, P, W, U that are masked out or scaled by β = 0 (see the scan's note)
+            kx = k_desc.load([bos + blk * BT, hk * K + kc])
+            qx = q_desc.load([bos + blk * BT, hk * K + kc])
+        else:
+            kx = _load_rows(kb, rows, rm, stride_kt, cols)
+            qx = _load_rows(qb, rows, rm, stride_qt, cols)
         kt = tl.trans(kx)
         akk = tl.dot(kx, kt, akk)
         aqk = tl.dot(qx, kt, aqk)
@@ -708,12 +714,18 @@ def _gdn_prepare_wide_kernel(
         wscale = nk * bv * tl.exp(gc)
         for kc in range(0, K, BK):
             cols = kc + tl.arange(0, BK)
-            x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
+            if TMA:
+                x = (k_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32) * wscale[:, None]).to(dt)
+            else:
+                x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
             tl.store(w_ptr + hrow[:, None] * K + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
         vb = v_ptr + hv * stride_vh
         for vc in range(0, V, BK):
             cols = vc + tl.arange(0, BK)
-            x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
+            if TMA:
+                x = (v_desc.load([bos + blk * BT, hv * V + vc]).to(tl.float32) * bv[:, None]).to(dt)
+            else:
+                x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
             tl.store(u_ptr + hrow[:, None] * V + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
         _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
 
@@ -813,13 +825,14 @@ def extend_config(batch: int, heads: int, v: int) -> tuple[int, int, int, int]:
     default: _gdn_prepare_kernel); "wide" (_gdn_prepare_wide_kernel, one program per v-head, the
     inverse from ten 16×16 blocks); "nil" (the same kernel, the diagonal blocks inverted as one
     batch and merged by four [64, 64] tf32 dots; "nilx3": those dots in tf32x3); a "2" ("wide2",
-    "nil2", "nil2x3"): one program per k-head doing its GROUP v-heads. num_stages None = Triton's.
+    "nil2", "nil2x3"): one program per k-head doing its GROUP v-heads; "nilt": "nil" with its q/k/v
+    tiles loaded by host TMA descriptors. num_stages None = Triton's.
     A seventh entry picks the scan's LEAN form: 0 (default) as is, 1 the row scales applied to the
-    products, 2 that with block-pointer tile loads."""
+    products, 2 that with its tiles loaded by host TMA descriptors."""
     return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 2
 
 
-PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3")
+PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3", "nilt")
 
 
 def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int]:
@@ -863,16 +876,23 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
                qn=torch.empty((T, HV), dtype=torch.float32, device=v.device),
                kn=torch.empty((T, HV), dtype=torch.float32, device=v.device))
     if T > 0 and kind != "blocks":
-        hpp = HV // HK if kind in ("wide2", "nil2", "nil2x3") else 1
+        hpp = HV // HK if kind in ("wide2", "nil2", "nil2x3") else 1  # "nilt": nil with TMA loads
         w = out["w"]
         if K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
             sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
         else:
             sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
+        tma = kind.endswith("t") and q.stride(1) == K and k.stride(1) == K and v.stride(1) == V
+        descs = (None,) * 3
+        if tma:
+            from triton.tools.tensor_descriptor import TensorDescriptor
+
+            descs = tuple(TensorDescriptor(x, [T, x.shape[1] * x.shape[2]], [x.stride(0), 1], [CHUNK, bk])
+                          for x in (q, k, v))
         _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV // hpp)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
             B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), K=K, V=V, BT=CHUNK, BK=bk,
+            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, K=K, V=V, BT=CHUNK, BK=bk, TMA=tma,
             BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), HPP=hpp, NIL=kind.startswith("nil"),
             PREC="tf32x3" if kind.endswith("x3") else "tf32", num_warps=warps,
         )
