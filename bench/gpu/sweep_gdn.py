@@ -58,19 +58,22 @@ EXTEND_VARIANTS = {
     "p:nilt w8": dict(kind="nilt", pw=8),
     "s:lean1": dict(lean=1),
     "s:lean2": dict(lean=2),
+    "s:lean2 st1": dict(lean=2, stages=1),
     "s:lean2 st2": dict(lean=2, stages=2),
     "s:lean2 w8 st2": dict(lean=2, sw=8, stages=2),
+    "s:lean2 bv16 st1": dict(lean=2, bv=16, stages=1),
     "s:lean2 bv16 st2": dict(lean=2, bv=16, stages=2),
     "s:lean2 bv64 st2": dict(lean=2, bv=64, stages=2),
     "c:nil w8 + lean2": dict(kind="nil", pw=8, lean=2),
     "c:nil w4 + lean2": dict(kind="nil", pw=4, lean=2),
     "c:nilt w8 + lean2": dict(kind="nilt", pw=8, lean=2),
     "c:nilt w4 + lean2": dict(kind="nilt", pw=4, lean=2),
-    "c:nilt w8 + lean2 bv16 st2": dict(kind="nilt", pw=8, lean=2, bv=16, stages=2),
+    "c:nilt w8 + lean2 st1": dict(kind="nilt", pw=8, lean=2, stages=1),
+    "c:nilt w8 + lean2 bv16 st1": dict(kind="nilt", pw=8, lean=2, bv=16, stages=1),
 }
 # the variants run without --full (each new kernel compiled once per case; the combinations reuse them)
-MAIN_EXTEND = ("default", "p:nil w8", "p:nilt w4", "p:nilt w8", "s:lean2", "s:lean2 bv16 st2", "c:nilt w8 + lean2",
-               "c:nilt w4 + lean2", "c:nilt w8 + lean2 bv16 st2")
+MAIN_EXTEND = ("default", "p:nil w8", "p:nilt w4", "p:nilt w8", "s:lean2", "s:lean2 st1", "s:lean2 bv16 st1",
+               "c:nilt w8 + lean2", "c:nilt w4 + lean2", "c:nilt w8 + lean2 st1", "c:nilt w8 + lean2 bv16 st1")
 QUICK_EXTEND = ("default", "p:nilt w8", "s:lean2", "c:nilt w8 + lean2")
 EXTEND_CASES = (("T=8192", [8192]), ("T=32768", [32768]), ("8x4096 h0", [4096] * 8))
 
