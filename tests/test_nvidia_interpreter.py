@@ -141,6 +141,7 @@ GDN_VARIANT_CASES = [
     ("gdn_extend", dict(lens=[67, 3], Hk=1, Hv=2, K=64, V=64, l2norm=False), dict(config=(32, 4, 32, 4, "nilx3", 2, 2))),
     ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, resume=False), dict(config=(16, 4, 32, 2, "blocks", 1, 2))),
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 8, "nilt", 2, 2))),
+    ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32, resume=False), dict(config=(32, 4, 32, 8, "nil2t", None, 1))),
     ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
 ]
 

@@ -56,6 +56,7 @@ EXTEND_VARIANTS = {
     "p:nilx3 w8": dict(kind="nilx3", pw=8),
     "p:nilt w4": dict(kind="nilt", pw=4),
     "p:nilt w8": dict(kind="nilt", pw=8),
+    "p:nil2t w8": dict(kind="nil2t", pw=8),
     "s:lean1": dict(lean=1),
     "s:lean2": dict(lean=2),
     "s:lean2 st1": dict(lean=2, stages=1),
@@ -73,7 +74,8 @@ EXTEND_VARIANTS = {
 }
 # the variants run without --full (each new kernel compiled once per case; the combinations reuse them)
 MAIN_EXTEND = ("default", "p:nil w8", "p:nilt w4", "p:nilt w8", "s:lean2", "s:lean2 st1", "s:lean2 bv16 st1",
-               "c:nilt w8 + lean2", "c:nilt w4 + lean2", "c:nilt w8 + lean2 st1", "c:nilt w8 + lean2 bv16 st1")
+               "c:nilt w8 + lean2", "c:nilt w4 + lean2", "c:nilt w8 + lean2 st1", "c:nilt w8 + lean2 bv16 st1",
+               "p:nil2t w8")
 QUICK_EXTEND = ("default", "p:nilt w8", "s:lean2", "c:nilt w8 + lean2")
 EXTEND_CASES = (("T=8192", [8192]), ("T=32768", [32768]), ("8x4096 h0", [4096] * 8))
 

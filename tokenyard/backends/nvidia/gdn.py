@@ -541,8 +541,13 @@ def _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, mask, HV, hv, gc, nq, nk):
 # merge): A goes to a per-program scratch (the W rows of this chunk, rewritten later, or a spare
 # buffer when they are too narrow), comes back as its ten lower 16×16 blocks, T goes the same way
 # back as one [64, 64] tile, and W = T((βe^γ)⊙K), U = T(β⊙V) are 64-row dots again. The scratch
-# round trips are L1/L2-hot (a CTA barrier orders them). HPP > 1: one program per (chunk, k-head)
-# does the GROUP v-heads that share its q/k, so KKᵀ and QKᵀ (and the norms) are computed once.
+# round trips are L1/L2-hot (a CTA barrier orders them). NIL: only the four diagonal blocks make
+# the round trip (inverted as one [4, 16, 16] batch), the rest merged in registers by four [64, 64]
+# tensor-core dots (T = (I − M)(I + M²)(I+D)⁻¹, M = (I+D)⁻¹L strictly block-lower). HPP > 1: one
+# program per (chunk, k-head) does the GROUP v-heads that share its q/k, so KKᵀ and QKᵀ (and the
+# norms) are computed once. TMA: q/k/v tiles by host descriptor (no [64, BK] address tensors).
+# sm_90 (Triton 3.9, offline): the default _gdn_prepare_kernel spills 2152 B/thread at 2 warps;
+# NIL+TMA at BK=32: 8 warps 181 registers, no spill; 4 warps 64 B.
 
 
 @triton.jit
@@ -637,7 +642,7 @@ def _gdn_prepare_wide_kernel(
     strict = r[:, None] > r[None, :]
     lower = r[:, None] >= r[None, :]
     o = tl.arange(0, BC)
-    for j in tl.static_range(HPP):
+    for j in range(HPP):  # a loop, not unrolled: the heads never interleave (registers)
         if HPP == 1:
             hv = hp
         else:
@@ -825,14 +830,14 @@ def extend_config(batch: int, heads: int, v: int) -> tuple[int, int, int, int]:
     default: _gdn_prepare_kernel); "wide" (_gdn_prepare_wide_kernel, one program per v-head, the
     inverse from ten 16×16 blocks); "nil" (the same kernel, the diagonal blocks inverted as one
     batch and merged by four [64, 64] tf32 dots; "nilx3": those dots in tf32x3); a "2" ("wide2",
-    "nil2", "nil2x3"): one program per k-head doing its GROUP v-heads; "nilt": "nil" with its q/k/v
-    tiles loaded by host TMA descriptors. num_stages None = Triton's.
+    "nil2", "nil2x3"): one program per k-head doing its GROUP v-heads; "nilt", "nil2t": "nil", "nil2"
+    with the q/k/v tiles loaded by host TMA descriptors. num_stages None = Triton's.
     A seventh entry picks the scan's LEAN form: 0 (default) as is, 1 the row scales applied to the
     products, 2 that with its tiles loaded by host TMA descriptors."""
     return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 2
 
 
-PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3", "nilt")
+PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3", "nilt", "nil2t")
 
 
 def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int]:
@@ -876,7 +881,7 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
                qn=torch.empty((T, HV), dtype=torch.float32, device=v.device),
                kn=torch.empty((T, HV), dtype=torch.float32, device=v.device))
     if T > 0 and kind != "blocks":
-        hpp = HV // HK if kind in ("wide2", "nil2", "nil2x3") else 1  # "nilt": nil with TMA loads
+        hpp = HV // HK if kind in ("wide2", "nil2", "nil2x3", "nil2t") else 1  # "…t": TMA loads
         w = out["w"]
         if K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
             sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
