@@ -7,7 +7,7 @@ For each case and variant: fresh random bf16 inputs (tests/gpu/cases.py), a chec
 reference backend in fp32 (cases.check: poisoned outputs, relative L2 error), then
 triton.testing.do_bench median (L2 flushed between calls, un-graphed, as bench/gpu_ops.py times
 these ops). Rates are bytes read + written over the 2 GiB device-copy ceiling measured in the same
-run. Variants: elementwise.QK_VARIANTS ("token" = the registered default); kv_cache_write: the
+run. Variants: elementwise.QK_VARIANTS (the first, rows8w4, is the registered default; "token" the previous one); kv_cache_write: the
 registered kernel (attention.py) at its default launch and at other (tokens a program, warps), and
 elementwise.kv_cache_write_split (k and v as separate programs). Each case also times a plain device
 copy of the same bytes ("copy(same B)"): the copy rate at this size under do_bench's L2 flush. A variant that fails to compile
@@ -153,7 +153,7 @@ def main() -> int:
     print(f"\n{'op':14s} {'case':26s} {'variant':12s} {'us':>8s} {'TB/s':>6s} {'%copy':>6s} {'vs default':>10s} rel_err")
     base = {}
     for r in rows:
-        if r["variant"] in ("token", "default") and "us" in r:
+        if r["variant"] in (elementwise.QK_VARIANTS[0], "default") and "us" in r:
             base[(r["op"], r["case"])] = r["us"]
     for r in rows:
         if "us" not in r:

@@ -256,38 +256,6 @@ def _norm_rope_rows(
 
 
 @triton.jit
-def _norm_rope_rows_loop(
-    x_ptr, w_ptr, pos_ptr, cs_ptr, R, H, D, stride_t, stride_h, stride_cs, eps, offset,
-    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
-):
-    """Persistent: blocks pid, pid + nprog, ...; the next block's loads are issued before this
-    block's stores (held in registers), so a program keeps two blocks in flight."""
-    pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    w, wp = _rows_weights(w_ptr, D, offset, ROT, NEOX, BLOCK_R, BLOCK_D)
-    x, xp, cos, sin = _rows_load(x_ptr, pos_ptr, cs_ptr, pid * BLOCK_R, R, H, D, stride_t, stride_h, stride_cs,
-                                 ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-    for b in range(pid, tl.cdiv(R, BLOCK_R), nprog):
-        xn, xpn, cosn, sinn = _rows_load(x_ptr, pos_ptr, cs_ptr, (b + nprog) * BLOCK_R, R, H, D, stride_t, stride_h,
-                                         stride_cs, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-        _rows_store(x_ptr, x, xp, cos, sin, w, wp, b * BLOCK_R, R, H, D, stride_t, stride_h, eps,
-                    ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-        x, xp, cos, sin = xn, xpn, cosn, sinn
-
-
-@triton.jit
-def _qk_norm_rope_loop_kernel(
-    q_ptr, k_ptr, qw_ptr, kw_ptr, pos_ptr, cs_ptr, RQ, RK, HQ, HK, D,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs, eps, offset,
-    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
-):
-    _norm_rope_rows_loop(q_ptr, qw_ptr, pos_ptr, cs_ptr, RQ, HQ, D, stride_qt, stride_qh, stride_cs, eps, offset,
-                         ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-    _norm_rope_rows_loop(k_ptr, kw_ptr, pos_ptr, cs_ptr, RK, HK, D, stride_kt, stride_kh, stride_cs, eps, offset,
-                         ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-
-
-@triton.jit
 def _qk_norm_rope_rows_kernel(
     q_ptr, k_ptr, qw_ptr, kw_ptr, pos_ptr, cs_ptr, RQ, RK, HQ, HK, D, NQB,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_cs, eps, offset,
@@ -302,39 +270,24 @@ def _qk_norm_rope_rows_kernel(
                         stride_cs, eps, offset, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
 
 
-# Launch variants reachable by name (the sweep compares them; "token" is the default):
-#   token            one program a token, q heads then k heads (the kernel above)
-#   rows{R}w{W}[e]   rows variant, R head rows a program, W warps, e = evict-first loads/stores
-# Launch variants reachable by name (the sweep compares them; "token" is the default):
-#   token              one program a token, q heads then k heads (the kernel above)
-#   rows{R}w{W}[e]     rows kernel, R head rows a program, W warps, e = evict-first loads/stores
-#   loop{R}w{W}c{C}    persistent rows kernel, C programs an SM, next block loaded before the store
-# (any R, W, C parse; the tuple is what the sweep times)
-QK_VARIANTS = ("token", "rows2w1", "rows4w2", "rows8w2", "rows8w4", "rows16w8", "rows4w4", "rows8w8", "rows8w4e",
-               "loop4w4c6", "loop8w8c3", "loop8w4c4", "loop16w8c2")
+# Launch variants reachable by name (bench/gpu/sweep_elementwise.py times them):
+#   rows{R}w{W}[e]   the rows kernel, R head rows a program, W warps, e = evict-first loads/stores;
+#                    rows8w4 is the default: H100 sweep of 02:09 UTC, 16/2x256 rot64 T=4096 32.7 us
+#                    (token 38.4, a copy of the same 75 MB 31.5), T=16384 115.1 (token 134.5);
+#                    32/8x128 rot128 T=4096 36.4 (38.2), T=16384 125.7 (131.4)
+#   token            one program a token, q heads then k heads (the previous default)
+# A persistent rows kernel (C programs an SM, the next block's loads issued before this block's
+# stores) was slower in every case of that sweep (35.9-200 us) and was removed.
+QK_VARIANTS = ("rows8w4", "token", "rows2w1", "rows4w2", "rows8w2", "rows16w8", "rows4w4", "rows8w8", "rows8w4e")
 
 
-def _parse_rows(variant: str):
-    body = variant[4:]
-    evict = body.endswith("e")
-    ctas = 0
-    if "c" in body:
-        body, ctas = body.split("c")
-    r, w = body.rstrip("e").split("w")
-    return int(r), int(w), evict, int(ctas)
-
-
-_SMS: dict = {}
-
-
-def _sm_count(device) -> int:
-    if device not in _SMS:
-        _SMS[device] = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    return _SMS[device]
+def _parse_rows(variant: str) -> tuple[int, int, bool]:
+    r, w = variant[4:].rstrip("e").split("w")
+    return int(r), int(w), variant.endswith("e")
 
 
 def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0, num_warps=None,
-                 variant="token"):
+                 variant="rows8w4"):
     T, HQ, D = q.shape
     HK = k.shape[1]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
@@ -343,18 +296,14 @@ def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, 
     block_d = triton.next_power_of_2(D)
     if T == 0:
         return q, k
-    if variant.startswith(("rows", "loop")):
-        block_r, warps, evict, ctas = _parse_rows(variant)
+    if variant.startswith("rows"):
+        block_r, warps, evict = _parse_rows(variant)
         nqb = triton.cdiv(T * HQ, block_r)
-        common = dict(ROT=rotary_dim, NEOX=style == "neox", BLOCK_R=block_r, BLOCK_D=block_d, EVICT=evict,
-                      num_warps=num_warps or warps)
-        strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset)
-        if variant.startswith("rows"):
-            _qk_norm_rope_rows_kernel[(nqb + triton.cdiv(T * HK, block_r),)](
-                q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, nqb, *strides, **common)
-        else:
-            _qk_norm_rope_loop_kernel[(min(nqb, ctas * _sm_count(q.device)),)](
-                q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, *strides, **common)
+        _qk_norm_rope_rows_kernel[(nqb + triton.cdiv(T * HK, block_r),)](
+            q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, nqb,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset,
+            ROT=rotary_dim, NEOX=style == "neox", BLOCK_R=block_r, BLOCK_D=block_d, EVICT=evict,
+            num_warps=num_warps or warps)
         return q, k
     if variant != "token":
         raise ValueError(f"qk_norm_rope: unknown variant {variant!r}")
