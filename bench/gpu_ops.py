@@ -7,7 +7,9 @@ inputs, poisoned outputs), then time it and the peers installed (FLA chunk_gated
 fused_recurrent_gated_delta_rule, FlashAttention-3, torch SDPA on cuDNN) with
 triton.testing.do_bench medians (L2 flushed between calls; decode ops replayed in CUDA graphs, the
 peers too). The device ceilings are measured in the same run: a 2 GiB device copy (bytes read +
-written) and a bf16 8192³ matmul. Prints one table; writes JSON to DIR (default $OUT or out/).
+written) and a bf16 8192³ matmul; for byte-bound ops also a copy of the case's own bytes, timed the
+same way ("%copy@size": what a plain copy reaches at that size under the same measurement). Prints
+one table; writes JSON to DIR (default $OUT or out/).
 `--sweep` also times the launch configurations of the GDN and attention kernels and reports each.
 """
 
@@ -290,6 +292,15 @@ def run_case(c: Case, ceil: dict) -> list[dict]:
     for r in out:
         if ours and r["kernel"] != "tokenyard":
             r["ours_speedup"] = r["ms"] / ours[0]["ms"]
+    if ours and c.metric == "bytes":
+        # the same bytes as one device copy, timed the same way: the ceiling at this size (at tens of
+        # MB, do_bench's L2 flush and the launch are a visible share of even a plain copy's time)
+        src = torch.empty(int(amount // 2), dtype=torch.uint8, device=DEV).random_()
+        dst = torch.empty_like(src)
+        copy_ms = time_ms(lambda: dst.copy_(src), c.graph)
+        ours[0]["same_size_copy_ms"] = copy_ms
+        ours[0]["pct_same_size_copy"] = 100 * copy_ms / ours[0]["ms"]
+        del src, dst
     torch.cuda.empty_cache()
     return out or [dict(row, kernel="tokenyard", ms=float("nan"))]
 
@@ -453,13 +464,15 @@ def main() -> int:
 
 def print_table(meta: dict, ceil: dict, rows: list) -> None:
     print(f"\n{meta['device']}  copy {ceil['copy_TBps']:.2f} TB/s  bf16 matmul {ceil['matmul_TFLOPs']:.0f} TFLOP/s")
-    print(f"{'op':20s} {'case':26s} {'kernel':20s} {'time':>11s} {'rate':>14s} {'%ceil':>6s} {'peer/ours':>9s} {'err':>9s}  bar")
+    print(f"{'op':20s} {'case':26s} {'kernel':20s} {'time':>11s} {'rate':>14s} {'%ceil':>6s} {'%copy@size':>10s} "
+          f"{'peer/ours':>9s} {'err':>9s}  bar")
     for r in rows:
         t = f"{r['ms'] * 1e3:.1f} us" if isinstance(r.get("ms"), float) and r["ms"] == r["ms"] else "-"
         err = r.get("rel_err", "")
         err = f"{err:.1e}" if isinstance(err, float) else ("FAIL" if err else "")
         print(f"{r['op']:20s} {r['case']:26s} {r['kernel']:20s} {t:>11s} {fmt_rate(r):>14s} "
-              f"{r.get('pct_ceiling', float('nan')):6.1f} {r.get('ours_speedup', float('nan')):9.2f} {err:>9s}  "
+              f"{r.get('pct_ceiling', float('nan')):6.1f} {r.get('pct_same_size_copy', float('nan')):10.1f} "
+              f"{r.get('ours_speedup', float('nan')):9.2f} {err:>9s}  "
               f"{r.get('bar', '') if r['kernel'] == 'tokenyard' else ''}")
         for k, v in r.items():
             if k.endswith("_error") or k == "error" or (k == "rel_err" and isinstance(v, str)):
