@@ -230,6 +230,9 @@ def attention_decode(*, q, k_cache, v_cache, page_table, seqlens_k, scale, confi
 # the decode merge kernel to combine). Long prefills use neither: packing measured slower there
 # (bench/RESULTS.md). At d > 128 (page size a multiple of BN) a K/V tile is one TMA bulk copy of BN
 # rows of one page instead of a row gather through the page table.
+# Sweep-only forms (bench/gpu/sweep_attention.py; defaults unchanged until measured): kv="lean"
+# (gathered, int32 row offsets, unmasked full blocks), kv="tma2" (a BN tile as two per-page TMA
+# boxes: TMA at d=128 with page 64 and BN=128), a fused split-K merge and half-precision partials.
 
 
 @triton.jit
@@ -237,6 +240,103 @@ def _kv_tile_tma(c_desc, pt_row, hk, start_n, PAGE: tl.constexpr, D: tl.constexp
     """Keys start_n .. start_n+BN of one page (PAGE a multiple of BN): one bulk tensor copy."""
     page = tl.load(pt_row + start_n // PAGE)
     return c_desc.load([page * PAGE + start_n % PAGE, hk * D])
+
+
+@triton.jit
+def _softmax_step(s, m_i, qk_scale, offs_n, qpos, kv_len, MASK: tl.constexpr):
+    """One online-softmax step on raw scores s (unscaled): (p, alpha, m_new), the scale folded into
+    the exp2 argument as one FMA; masked steps keep a row that sees no key yet at p = 0 (split-K)."""
+    if MASK:
+        s = tl.where((offs_n[None, :] <= qpos[:, None]) & (offs_n < kv_len)[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+    return p, alpha, m_new
+
+
+@triton.jit
+def _gather_tile(c_ptr, pt_row, hk, offs_n, kv_len, stride_p, stride_s, stride_h, PAGE: tl.constexpr,
+                 D: tl.constexpr, OFF64: tl.constexpr, MASK: tl.constexpr):
+    """Rows offs_n of one head of a paged cache: one page-table entry and one row offset per key
+    (int32 unless the cache has 2^31 elements), unmasked on blocks wholly inside the sequence."""
+    d = tl.arange(0, D)
+    if MASK:
+        kmask = offs_n < kv_len
+        page = tl.load(pt_row + offs_n // PAGE, mask=kmask, other=0)
+    else:
+        page = tl.load(pt_row + offs_n // PAGE)
+    if OFF64:
+        base = page.to(tl.int64) * stride_p + (offs_n % PAGE).to(tl.int64) * stride_s + hk.to(tl.int64) * stride_h
+    else:
+        base = page * stride_p + (offs_n % PAGE) * stride_s + hk * stride_h
+    if MASK:
+        return tl.load(c_ptr + base[:, None] + d[None, :], mask=kmask[:, None], other=0.0)
+    return tl.load(c_ptr + base[:, None] + d[None, :])
+
+
+@triton.jit
+def _kv_half_tma(c_desc, pt_row, hk, start_n, kv_len, PAGE: tl.constexpr, D: tl.constexpr):
+    """Keys start_n .. start_n+BN/2 of one page by TMA; a half past the sequence's end reads the
+    last page instead of a page-table entry the table may not have (its rows are masked to 0)."""
+    page = tl.load(pt_row + tl.minimum(start_n, tl.maximum(kv_len - 1, 0)) // PAGE)
+    return c_desc.load([page * PAGE + start_n % PAGE, hk * D])
+
+
+@triton.jit
+def _extend_block_lean(
+    acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n, kv_len, qpos, qk_scale,
+    stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
+    PAGE: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BN: tl.constexpr, KV: tl.constexpr, OFF64: tl.constexpr,
+    MASK: tl.constexpr,
+):
+    """KV = 2: gathered tile with [BN] row offsets (int32 where safe), unmasked on full blocks;
+    KV = 3: a BN-key tile as two per-page TMA boxes of BN/2 rows, two QK^T dots of N = BN/2 and one
+    softmax step over both. Both: scale folded into exp2, acc rescaled then accumulated by the dot."""
+    if KV == 2:
+        offs_n = start_n + tl.arange(0, BN)
+        k = _gather_tile(kc_ptr, pt_row, hk, offs_n, kv_len, stride_kcp, stride_kcs, stride_kch, PAGE, D, OFF64, MASK)
+        s = tl.dot(q, tl.trans(k))
+        p, alpha, m_new = _softmax_step(s, m_i, qk_scale, offs_n, qpos, kv_len, MASK)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = _gather_tile(vc_ptr, pt_row, hk, offs_n, kv_len, stride_vcp, stride_vcs, stride_vch, PAGE, DV, OFF64, MASK)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    else:
+        HB: tl.constexpr = BN // 2
+        k1 = _kv_half_tma(k_desc, pt_row, hk, start_n, kv_len, PAGE, D)
+        k2 = _kv_half_tma(k_desc, pt_row, hk, start_n + HB, kv_len, PAGE, D)
+        s1 = tl.dot(q, tl.trans(k1))
+        s2 = tl.dot(q, tl.trans(k2))
+        offs1 = start_n + tl.arange(0, HB)
+        offs2 = offs1 + HB
+        if MASK:
+            s1 = tl.where((offs1[None, :] <= qpos[:, None]) & (offs1 < kv_len)[None, :], s1 * qk_scale, float("-inf"))
+            s2 = tl.where((offs2[None, :] <= qpos[:, None]) & (offs2 < kv_len)[None, :], s2 * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.maximum(tl.max(s1, 1), tl.max(s2, 1)))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p1 = tl.exp2(s1 - m_use[:, None])
+            p2 = tl.exp2(s2 - m_use[:, None])
+        else:
+            m_new = tl.maximum(m_i, tl.maximum(tl.max(s1, 1), tl.max(s2, 1)) * qk_scale)
+            m_use = m_new
+            p1 = tl.exp2(s1 * qk_scale - m_use[:, None])
+            p2 = tl.exp2(s2 * qk_scale - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
+        acc = acc * alpha[:, None]
+        v1 = _kv_half_tma(v_desc, pt_row, hk, start_n, kv_len, PAGE, DV)
+        v2 = _kv_half_tma(v_desc, pt_row, hk, start_n + HB, kv_len, PAGE, DV)
+        if MASK:  # rows past the sequence's end are whatever the page holds: p = 0 there, v must be finite
+            v1 = tl.where((offs1 < kv_len)[:, None], v1, 0.0)
+            v2 = tl.where((offs2 < kv_len)[:, None], v2, 0.0)
+        acc = tl.dot(p1.to(v1.dtype), v1, acc)
+        acc = tl.dot(p2.to(v2.dtype), v2, acc)
+    return acc, m_new, l_i
 
 
 @triton.jit
@@ -248,7 +348,7 @@ def _extend_block(
     if TMA:
         k = _kv_tile_tma(k_desc, pt_row, hk, start_n, PAGE, D)
         s = tl.dot(q, tl.trans(k))
-        if MASK:
+        if MASK:  # (kept apart from _softmax_step: the default kernel's code, as measured, unchanged)
             offs_n = start_n + tl.arange(0, BN)
             s = tl.where((offs_n[None, :] <= qpos[:, None]) & (offs_n < kv_len)[None, :], s * qk_scale,
                          float("-inf"))
@@ -273,13 +373,38 @@ def _extend_block(
 
 
 @triton.jit
+def _merge_rows(mo_ptr, ml_ptr, o_ptr, base, obase, m_mask, NS, DV: tl.constexpr, BM: tl.constexpr,
+                CH: tl.constexpr):
+    """o = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M) for BM rows of partials, CH columns at a time."""
+    mx = tl.full([BM], float("-inf"), dtype=tl.float32)
+    for s in range(NS):
+        mx = tl.maximum(mx, tl.load(ml_ptr + base + s, mask=m_mask, other=float("-inf"), cache_modifier=".cg"))
+    mx = tl.where(mx == float("-inf"), 0.0, mx)
+    den = tl.zeros([BM], dtype=tl.float32)
+    for s in range(NS):
+        den += tl.exp2(tl.load(ml_ptr + base + s, mask=m_mask, other=float("-inf"), cache_modifier=".cg") - mx)
+    den = tl.where(den > 0, den, 1.0)
+    for c in tl.static_range(0, DV, CH):
+        cols = c + tl.arange(0, CH)
+        a = tl.zeros([BM, CH], dtype=tl.float32)
+        for s in range(NS):
+            w = tl.exp2(tl.load(ml_ptr + base + s, mask=m_mask, other=float("-inf"), cache_modifier=".cg") - mx)
+            part = tl.load(mo_ptr + (base + s)[:, None] * DV + cols[None, :], mask=m_mask[:, None], other=0.0,
+                           cache_modifier=".cg")
+            a += w[:, None] * part.to(tl.float32)
+        tl.store(o_ptr + obase[:, None] + cols[None, :], (a / den[:, None]).to(o_ptr.dtype.element_ty),
+                 mask=m_mask[:, None])
+
+
+@triton.jit
 def _attn_extend_kernel(
-    q_ptr, kc_ptr, vc_ptr, k_desc, v_desc, pt_ptr, cu_ptr, sk_ptr, o_ptr, mo_ptr, ml_ptr, qk_scale, B, HQ, GROUP,
-    stride_qt, stride_qh, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
+    q_ptr, kc_ptr, vc_ptr, k_desc, v_desc, pt_ptr, cu_ptr, sk_ptr, o_ptr, mo_ptr, ml_ptr, cnt_ptr, qk_scale, B, HQ,
+    GROUP, stride_qt, stride_qh, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
     stride_pt, stride_ot, stride_oh,
     PAGE: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, NS: tl.constexpr, TMA: tl.constexpr, HEADS_INNER: tl.constexpr,
-    BLOCK_B: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, NS: tl.constexpr, KV: tl.constexpr, HEADS_INNER: tl.constexpr,
+    BLOCK_B: tl.constexpr, OFF64: tl.constexpr = True, WS: tl.constexpr = False, FUSE: tl.constexpr = False,
+    CH: tl.constexpr = 64,
 ):
     per_block = HQ // HP * NS  # programs per query block
     blocks = tl.num_programs(0) // per_block
@@ -318,20 +443,36 @@ def _attn_extend_kernel(
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
     acc = tl.zeros([BM, DV], dtype=tl.float32)
-    for start_n in range(lo, tl.minimum(full_end, hi), BN):
-        acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n, kv_len,
-                                      qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs,
-                                      stride_vch, PAGE, D, DV, BN, TMA, False)
-    for start_n in range(tl.maximum(full_end, lo), hi, BN):
-        acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n, kv_len,
-                                      qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs,
-                                      stride_vch, PAGE, D, DV, BN, TMA, True)
+    if KV >= 2:
+        for start_n in tl.range(lo, tl.minimum(full_end, hi), BN, warp_specialize=WS):
+            acc, m_i, l_i = _extend_block_lean(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n,
+                                               kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
+                                               stride_vcs, stride_vch, PAGE, D, DV, BN, KV, OFF64, False)
+        for start_n in range(tl.maximum(full_end, lo), hi, BN):
+            acc, m_i, l_i = _extend_block_lean(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n,
+                                               kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
+                                               stride_vcs, stride_vch, PAGE, D, DV, BN, KV, OFF64, True)
+    else:
+        for start_n in tl.range(lo, tl.minimum(full_end, hi), BN, warp_specialize=WS):
+            acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n,
+                                          kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
+                                          stride_vcs, stride_vch, PAGE, D, DV, BN, KV == 1, False)
+        for start_n in range(tl.maximum(full_end, lo), hi, BN):
+            acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n,
+                                          kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
+                                          stride_vcs, stride_vch, PAGE, D, DV, BN, KV == 1, True)
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     if NS > 1:
         part = ((rows * HQ + heads) * NS + split).to(tl.int64)
         tl.store(ml_ptr + part, tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf")),
                  mask=m_mask)
-        tl.store(mo_ptr + part[:, None] * DV + dv[None, :], out, mask=m_mask[:, None])
+        tl.store(mo_ptr + part[:, None] * DV + dv[None, :], out.to(mo_ptr.dtype.element_ty), mask=m_mask[:, None])
+        if FUSE:  # the tile's last split to finish merges all NS partials (counter per tile, zeroed by the host)
+            tl.debug_barrier()
+            n = tl.atomic_add(cnt_ptr + (hs // NS) * blocks + pid, 1, sem="acq_rel")
+            if n == NS - 1:
+                _merge_rows(mo_ptr, ml_ptr, o_ptr, (rows * HQ + heads) * NS, rows * stride_ot + heads * stride_oh,
+                            m_mask, NS, DV, BM, CH)
     else:
         tl.store(o_ptr + (rows * stride_ot + heads * stride_oh)[:, None] + dv[None, :],
                  out.to(o_ptr.dtype.element_ty), mask=m_mask[:, None])
@@ -374,11 +515,21 @@ def _sm_count(device) -> int:
     return _SMS[device]
 
 
+KV_MODES = {"gather": 0, "tma": 1, "lean": 2, "tma2": 3}
+
+
 def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale, config=None, splits=None,
-                     tma=None, pack=None, heads_inner=None):
+                     tma=None, pack=None, heads_inner=None, kv=None, ws=False, partials="fp32",
+                     fuse_merge=False):
     """The op, with the launch choices open for the sweeps: config (BM, BN, warps, stages), splits
     of each key range, tma, pack (GQA packing) and heads_inner (program order); None = the default:
-    pack and split only when one program per (query block, head) would not fill two waves of SMs."""
+    pack and split only when one program per (query block, head) would not fill two waves of SMs.
+    kv (overrides tma): "gather" / "tma" (the two default block forms), "lean" (gathered, [BN] int32
+    row offsets, unmasked full blocks, scale in the exp2 FMA, acc += dot) or "tma2" (a BN tile as two
+    per-page TMA boxes of BN/2 rows, one softmax step over both; page % (BN/2) == 0, else "lean");
+    ws: warp-specialise the unmasked key loop (tl.range(..., warp_specialize=True), TMA forms);
+    partials: "fp32" or "half" (the activation dtype) for the split-K partial outputs; fuse_merge: the
+    last split of a tile to finish (atomic counter) merges the partials instead of a second kernel."""
     T, HQ, D = q.shape
     HK, DV = k_cache.shape[2], v_cache.shape[3]
     page = k_cache.shape[1]
@@ -398,26 +549,38 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     bq = bm // hp
     blocks = triton.cdiv(T, bq) + B
     ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
-    use_tma = default_tma if tma is None else tma
-    use_tma = use_tma and page % bn == 0 and k_cache.is_contiguous() and v_cache.is_contiguous()
+    contiguous = k_cache.is_contiguous() and v_cache.is_contiguous()
+    if kv is None:
+        kv = "tma" if (default_tma if tma is None else tma) else "gather"
+    if kv == "tma" and not (page % bn == 0 and contiguous):
+        kv = "gather"
+    if kv == "tma2" and not (bn % 2 == 0 and page % (bn // 2) == 0 and contiguous):
+        kv = "lean"
+    mode = KV_MODES[kv]
     heads_inner = default_inner if heads_inner is None else heads_inner
-    if use_tma:
+    if mode in (1, 3):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
-        k_desc = TensorDescriptor.from_tensor(k_cache.view(-1, HK * D), [bn, D])
-        v_desc = TensorDescriptor.from_tensor(v_cache.view(-1, HK * DV), [bn, DV])
+        box = bn if mode == 1 else bn // 2
+        k_desc = TensorDescriptor.from_tensor(k_cache.view(-1, HK * D), [box, D])
+        v_desc = TensorDescriptor.from_tensor(v_cache.view(-1, HK * DV), [box, DV])
     else:
         k_desc = v_desc = None
-    mo = torch.empty((T * HQ * ns, DV) if ns > 1 else (1,), dtype=torch.float32, device=q.device)
+    off64 = max(k_cache.numel(), v_cache.numel()) >= 2**31
+    part_dtype = q.dtype if partials == "half" else torch.float32
+    mo = torch.empty((T * HQ * ns, DV) if ns > 1 else (1,), dtype=part_dtype, device=q.device)
     ml = torch.empty((T * HQ * ns,) if ns > 1 else (1,), dtype=torch.float32, device=q.device)
+    fuse = fuse_merge and ns > 1
+    cnt = torch.zeros((HQ // hp * blocks,), dtype=torch.int32, device=q.device) if fuse else None
     _attn_extend_kernel[(HQ // hp * ns * blocks,)](
-        q, k_cache, v_cache, k_desc, v_desc, page_table, cu_seqlens_q, seqlens_k, o, mo, ml, scale * LOG2E, B, HQ,
+        q, k_cache, v_cache, k_desc, v_desc, page_table, cu_seqlens_q, seqlens_k, o, mo, ml, cnt, scale * LOG2E, B, HQ,
         group, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), page_table.stride(0), o.stride(0), o.stride(1),
-        PAGE=page, D=D, DV=DV, BQ=bq, HP=hp, BM=bm, BN=bn, NS=ns, TMA=use_tma, HEADS_INNER=heads_inner,
-        BLOCK_B=triton.next_power_of_2(B + 1), num_warps=warps, num_stages=stages,
+        PAGE=page, D=D, DV=DV, BQ=bq, HP=hp, BM=bm, BN=bn, NS=ns, KV=mode, HEADS_INNER=heads_inner,
+        BLOCK_B=triton.next_power_of_2(B + 1), OFF64=off64, WS=ws, FUSE=fuse, CH=min(64, triton.next_power_of_2(DV)),
+        num_warps=warps, num_stages=stages,
     )
-    if ns > 1:
+    if ns > 1 and not fuse:
         block_dv = min(64, triton.next_power_of_2(DV))
         _attn_decode_merge_kernel[(T * HQ, triton.cdiv(DV, block_dv))](
             mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=triton.next_power_of_2(ns), BLOCK_DV=block_dv,
