@@ -38,6 +38,7 @@ CASES = [
     ("gdn_extend", dict(lens=[70, 3], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
     ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=1, K=16, V=32, inplace=True)),
     ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False)),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32)),
     ("kv_cache_write", dict(T=9, Hk=2, D=16, page=4, kv_lens=[8, 8])),
     ("attention_extend", dict(q_lens=[5, 3, 1], kv_lens=[5, 11, 9], Hq=4, Hk=2, D=16, page=4)),
     # GQA-packed tiles with the key range split three ways and merged; K/V tiles by TMA descriptor
@@ -142,6 +143,12 @@ GDN_VARIANT_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 8, "nilt", 2, 2))),
     ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32, resume=False), dict(config=(32, 4, 32, 8, "nil2t", None, 1))),
     ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
+    # the previous default (now the fallback where TMA does not apply), and launch options
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 2, "blocks", None, 0))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True),
+     dict(config=(16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168, "smaxnreg": 168, "pstages": 2}))),
+    ("gdn_extend", dict(lens=[70, 3], Hk=1, Hv=2, K=256, V=16, resume=False), dict(config=(16, 4, 32, 4, "nilt", None, 2))),
+    ("gdn_extend", dict(lens=[65, 2], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nil", None, 1, {"pstages": 1}))),
 ]
 
 
@@ -162,6 +169,39 @@ def gdn_variant_results() -> list:
 def test_gdn_variant_matches_reference_under_interpreter(gdn_variant_results, index):
     result = gdn_variant_results[index]
     assert result["ok"], f"{GDN_VARIANT_CASES[index]}: {result['error']}"
+
+
+# gdn_extend's default (TMA prepare and scan) where TMA does not apply: q, k, v as views with a
+# gap between heads and a base 4 bytes off 16-byte alignment, made inside the call (the harness
+# clones inputs densely); the op must take the pointer-load paths and stay exact.
+GDN_FALLBACK_CASES = [
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32)),
+    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
+]
+GDN_FALLBACK_CHILD = CHILD.replace(
+    "fn = (lambda op, kw: lambda **args: fns[op](**args, **kw))(op, launch[0] if launch else {})",
+    "def skew(x):\n"
+    "        buf = torch.empty(x.numel() + x.shape[0] * x.shape[1] + 1, dtype=x.dtype)\n"
+    "        y = buf[1:1 + x.shape[0] * x.shape[1] * (x.shape[2] + 1)].view(x.shape[0], x.shape[1], x.shape[2] + 1)\n"
+    "        y = y[..., :x.shape[2]]\n"
+    "        y.copy_(x)\n"
+    "        assert y.stride(1) != y.shape[2] and y.data_ptr() % 16\n"
+    "        return y\n"
+    "    fn = lambda **args: fns[op](**{k: skew(v) if k in ('q', 'k', 'v') else v for k, v in args.items()})",
+)
+assert GDN_FALLBACK_CHILD != CHILD
+
+
+@pytest.mark.parametrize("index", range(len(GDN_FALLBACK_CASES)), ids=[str(i) for i in range(len(GDN_FALLBACK_CASES))])
+def test_gdn_extend_falls_back_without_tma_under_interpreter(index):
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", GDN_FALLBACK_CHILD, str(GPU_TESTS), json.dumps(GDN_FALLBACK_CASES[index:index + 1])],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    assert lines[0]["ok"], f"{GDN_FALLBACK_CASES[index]}: {lines[0]['error']}"
 
 
 # attention_extend kernel forms the defaults don't take (bench/gpu/sweep_attention.py times them):

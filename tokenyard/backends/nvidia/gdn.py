@@ -237,11 +237,12 @@ def _gdn_decode_kernel(
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False), eviction_policy=POLICY)
 
 
-def decode_config(batch: int, heads: int, v: int) -> tuple[int, int]:
-    """(BV, num_warps) for gdn_decode: enough programs to cover the SMs at small batch, wide
-    16-byte rows at large batch."""
+def decode_config(batch: int, heads: int, v: int) -> tuple:
+    """(BV, num_warps[, state eviction policy]) for gdn_decode: enough programs to cover the SMs at
+    small batch, wide 16-byte rows at large batch. Small batch: one warp with the state kept in L2
+    (evict_last): B=1 3.0 µs against 3.1 at (16, 2) (H100 sweep 02:10)."""
     if batch * heads <= 64:
-        return min(v, 16), 2
+        return min(v, 16), 1, "evict_last"
     if batch * heads <= 512:
         return min(v, 32), 1
     return min(v, 64), 4
@@ -822,32 +823,61 @@ def _gdn_scan_kernel(
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
 
 
-def extend_config(batch: int, heads: int, v: int) -> tuple[int, int, int, int]:
-    """(scan BV, scan warps, prepare BK, prepare warps): split V so the scan, the only sequential
-    part, has enough programs to cover the SMs when there are few sequences.
+def extend_config(batch: int, heads: int, v: int) -> tuple:
+    """(scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN[, extra]):
+    split V so the scan, the only sequential part, has enough programs to cover the SMs when there
+    are few sequences.
 
-    A config may carry two more entries, (…, prepare kind, scan num_stages): kind "blocks" (the
-    default: _gdn_prepare_kernel); "wide" (_gdn_prepare_wide_kernel, one program per v-head, the
-    inverse from ten 16×16 blocks); "nil" (the same kernel, the diagonal blocks inverted as one
-    batch and merged by four [64, 64] tf32 dots; "nilx3": those dots in tf32x3); a "2" ("wide2",
-    "nil2", "nil2x3"): one program per k-head doing its GROUP v-heads; "nilt", "nil2t": "nil", "nil2"
-    with the q/k/v tiles loaded by host TMA descriptors. num_stages None = Triton's.
-    A seventh entry picks the scan's LEAN form: 0 (default) as is, 1 the row scales applied to the
-    products, 2 that with its tiles loaded by host TMA descriptors."""
-    return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 2
+    Prepare kinds: "blocks" (_gdn_prepare_kernel, ten 16×16 accumulators); "wide"
+    (_gdn_prepare_wide_kernel, one program per v-head, the inverse from ten 16×16 blocks); "nil"
+    (the same kernel, the diagonal blocks inverted as one batch and merged by four [64, 64] tf32
+    dots; "nilx3": those dots in tf32x3); a "2" ("wide2", "nil2", "nil2x3"): one program per k-head
+    doing its GROUP v-heads; "nilt", "nil2t": "nil", "nil2" with the q/k/v tiles loaded by host TMA
+    descriptors — where TMA does not apply (see _tma_ok) they fall back to "blocks" at 2 warps, the
+    previous default (not to "nil": its pointer-load form at 4 warps measured 1.2e-2..2.9e-2 on the
+    device). scan num_stages None = Triton's. Scan LEAN: 0 as is, 1 the row scales applied to the
+    products, 2 that with its tiles loaded by host TMA descriptors (falls back to 1).
+    An optional eighth entry, a dict, adds launch options: "pmaxnreg" / "smaxnreg" (the prepare's /
+    the scan's register cap: more CTAs per SM), "pstages" (the prepare's num_stages).
+
+    Default (H100 sweeps 02:10/02:16): nilt prepare at 4 warps + LEAN 2 scan; the previous default
+    is OLD_EXTEND_DEFAULT."""
+    return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2
+
+
+def old_extend_config(batch: int, heads: int, v: int) -> tuple:
+    """The default before round 2 ("blocks" prepare at 2 warps, LEAN 0 scan), kept for A/B sweeps."""
+    return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 2, "blocks", None, 0
 
 
 PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3", "nilt", "nil2t")
 
 
-def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int]:
+def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int, dict]:
     bv, swarps, bk, pwarps, *rest = config
     kind = rest[0] if rest else "blocks"
     stages = rest[1] if len(rest) > 1 else None
     lean = int(rest[2]) if len(rest) > 2 else 0
+    extra = dict(rest[3]) if len(rest) > 3 and rest[3] else {}
     if kind not in PREPARE_KINDS:
         raise ValueError(f"gdn_extend: prepare kind must be one of {PREPARE_KINDS}, got {kind!r}")
-    return bv, swarps, bk, pwarps, kind, stages, lean
+    return bv, swarps, bk, pwarps, kind, stages, lean, extra
+
+
+def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
+    """Whether x [T, H, D] can be read as one [T, H·D] TMA tensor with [64, box_cols] boxes: heads
+    and rows dense in the last two dims, 16-byte aligned base and row stride, int32 extents, boxes
+    of 16..256 elements × ≥ 16 bytes, and a Hopper-class device (or the CPU interpreter)."""
+    if x.dim() != 3 or x.stride(2) != 1 or x.stride(1) != x.shape[2] or x.shape[0] == 0:
+        return False
+    es = x.element_size()
+    if x.data_ptr() % 16 or (x.stride(0) * es) % 16 or (box_cols * es) % 16 or not 1 <= box_cols <= 256:
+        return False
+    if x.shape[0] >= 2**31 or x.shape[1] * x.shape[2] >= 2**31 or box_cols > x.shape[1] * x.shape[2]:
+        return False
+    if x.is_cuda and torch.cuda.get_device_capability(x.device)[0] < 9:
+        return False
+    return True
 
 
 def gdn_extend(*, q, k, v, g, beta, state, cu_seqlens, read_slots, write_slots, scale, qk_l2norm, config=None):
@@ -872,8 +902,15 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
     T, HK, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     B = cu_seqlens.shape[0] - 1
-    _, _, bk, warps, kind, _, _ = _extend_options(config)
+    _, _, bk, warps, kind, _, _, extra = _extend_options(config)
     bk = min(bk, K, V)
+    if kind.endswith("t") and not all(_tma_ok(x, bk) for x in (q, k, v)):
+        kind, warps = "blocks", 2  # TMA does not apply: the previous default (see extend_config)
+    launch = dict(num_warps=warps)
+    if extra.get("pmaxnreg"):
+        launch["maxnreg"] = extra["pmaxnreg"]
+    if extra.get("pstages"):
+        launch["num_stages"] = extra["pstages"]
     out = dict(w=torch.empty((T, HV, K), dtype=v.dtype, device=v.device),
                u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device),
                p=torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
@@ -887,7 +924,7 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
             sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
         else:
             sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
-        tma = kind.endswith("t") and q.stride(1) == K and k.stride(1) == K and v.stride(1) == V
+        tma = kind.endswith("t")
         descs = (None,) * 3
         if tma:
             from triton.tools.tensor_descriptor import TensorDescriptor
@@ -899,14 +936,14 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
             B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, K=K, V=V, BT=CHUNK, BK=bk, TMA=tma,
             BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), HPP=hpp, NIL=kind.startswith("nil"),
-            PREC="tf32x3" if kind.endswith("x3") else "tf32", num_warps=warps,
+            PREC="tf32x3" if kind.endswith("x3") else "tf32", **launch,
         )
     elif T > 0:
         _gdn_prepare_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], scale, B, HV,
             HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), g.stride(0),
             beta.stride(0), K=K, V=V, BT=CHUNK, BK=bk, BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm),
-            num_warps=warps,
+            **launch,
         )
     return out
 
@@ -916,10 +953,15 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     HK, K = q.shape[1], q.shape[2]
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
-    bv, warps, _, _, _, stages, lean = _extend_options(config)
+    bv, warps, _, _, _, stages, lean, extra = _extend_options(config)
     launch = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
+    if extra.get("smaxnreg"):
+        launch["maxnreg"] = extra["smaxnreg"]
     descs = (None,) * 5
-    if lean == 2 and q.stride(1) == K and k.stride(1) == K:
+    if lean and K > 128:
+        lean = 0  # three [64, K] tiles per stage would not fit shared memory: the previous form
+    if lean == 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
+                                                        (chunks["p"], CHUNK))):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         T = q.shape[0]
