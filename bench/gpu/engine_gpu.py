@@ -77,6 +77,16 @@ def streamed_weight_bytes(path: Path) -> int:
     return sum(2 * t.numel() for name, t in model.state_dict().items() if "embed_tokens" not in name)
 
 
+def chosen_kernels() -> dict:
+    """op -> {kernel: how chosen} over every call site the run selected a kernel for."""
+    from tokenyard.registry import get_registry
+
+    chosen: dict = {}
+    for sel in get_registry()._choices.values():
+        chosen.setdefault(sel.op, {})[sel.chosen.key] = sel.how
+    return chosen
+
+
 def random_prompt(rng: random.Random, n: int) -> list[int]:
     return [rng.randrange(256) for _ in range(n)]
 
@@ -104,8 +114,17 @@ def run_requests(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -
 def engine_numbers(path: Path, rng: random.Random, turns: int, first_turn: int) -> dict:
     engine = LLMEngine(str(path), load_format="dummy", dtype="bfloat16", device="cuda", max_num_seqs=64,
                        max_model_len=max(8192, first_turn + turns * 1000) + 1024)
-    run_requests(engine, [random_prompt(rng, 700)], 8)                  # compile, capture, warm up
-    out = {"weight_bytes": streamed_weight_bytes(path)}
+    # Warm-up with the measured shapes: the first call of an op at a new shape bucket compiles its
+    # Triton kernel and, under the default `fastest` policy, times every eligible kernel once.
+    run_requests(engine, [random_prompt(rng, 8192)], 1)
+    run_requests(engine, [random_prompt(rng, 512)], 4)
+    for batch in (8, 32):
+        run_requests(engine, [random_prompt(rng, 512) for _ in range(batch)], 4)
+    warm = random_prompt(rng, first_turn)
+    for _ in range(3):
+        run_requests(engine, [warm], 4)
+        warm = warm + random_prompt(rng, 864)
+    out = {"weight_bytes": streamed_weight_bytes(path), "kernels": chosen_kernels()}
     r = run_requests(engine, [random_prompt(rng, 8192)], 1)
     out["prefill_8k_s"] = r["first"]["r0"]
     r = run_requests(engine, [random_prompt(rng, 512)], 257)
@@ -171,11 +190,14 @@ def main() -> int:
     path = model_dir(args.model)
     ceiling = copy_bandwidth()
     ours = engine_numbers(path, rng, args.turns, args.first_turn)
+    print(json.dumps(ours), flush=True)
     peer = None if args.no_peer else transformers_numbers(args.model, rng)
     result = dict(model=args.model, device=torch.cuda.get_device_name(), copy_tb_s=ceiling, tokenyard=ours,
                   transformers=peer, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"engine_gpu_{args.model}.json").write_text(json.dumps(result, indent=1))
+    for op, kernels in sorted(ours["kernels"].items()):
+        print(f"  {op:22s} " + ", ".join(f"{k} ({how})" for k, how in kernels.items()))
 
     print(f"{args.model} on {result['device']}, copy {ceiling:.2f} TB/s, {result['date']}")
     roof = ours["weight_bytes"] / (ceiling * 1e12) if ours["weight_bytes"] else None

@@ -217,3 +217,34 @@ def test_a_scalar_argument_is_part_of_the_call_site(tmp_path, monkeypatch):
     args = dict(x=torch.randn(4, 8), w=torch.randn(8), eps=1e-6, residual=None, weight_offset=0.0)
     assert reg.select("rms_norm", args).chosen.key == "vendor:no_offset"
     assert reg.select("rms_norm", {**args, "weight_offset": 1.0}).chosen.key == "reference:torch"
+
+
+def test_fastest_ranks_a_kernel_that_syncs_with_the_host_last(registry, monkeypatch):
+    """Timed alone, a kernel that waits for the GPU from the host can look fastest; in an engine it
+    stalls the launch queue and rules out CUDA graphs, so every non-syncing correct kernel wins."""
+    from tokenyard.registry import tuning
+
+    fast_but_syncs = lambda x: _silu_mul(x)  # noqa: E731
+    registry.add_backend("vendor", plugin(
+        ("silu_and_mul", fast_but_syncs, dict(name="fast_syncing", priority=10)),
+        ("silu_and_mul", _slow(_silu_mul, 0.001), dict(name="slower", priority=5)),
+    ))
+    monkeypatch.setattr(tuning, "syncs_with_host", lambda fn, args, device: fn is fast_but_syncs)
+    sel = registry.select("silu_and_mul", x_args())
+    assert (sel.chosen.key, sel.how) == ("vendor:slower", "fastest")
+    times = {c.record.key: c.time_ms for c in sel.candidates}
+    assert times["vendor:fast_syncing"] < times["vendor:slower"]
+    saved = json.loads(open(decisions_path(registry)).read())
+    assert saved[sel.key]["syncs"] == ["vendor:fast_syncing"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_syncs_are_detected_on_cuda():
+    from tokenyard.registry.tuning import syncs_with_host
+
+    x = torch.randn(64, device="cuda")
+    assert syncs_with_host(lambda x: x.sum().item(), {"x": x}, x.device)
+    assert syncs_with_host(lambda x: x.nonzero(), {"x": x}, x.device)
+    assert not syncs_with_host(lambda x: x * 2, {"x": x}, x.device)
+    assert torch.cuda.get_sync_debug_mode() == 0

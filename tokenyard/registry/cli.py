@@ -102,7 +102,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         elif cand.check_failure:
             status = f"excluded: {cand.check_failure}"
         elif cand.time_ms is not None:
-            status = f"eligible, {cand.time_ms:.4f} ms"
+            status = f"eligible, {cand.time_ms:.4f} ms" + (", syncs with the host (ranked last)" if cand.syncs else "")
         else:
             status = "eligible"
         print(f"  {cand.record.key:32} priority {cand.record.priority:3}  {status}")

@@ -273,7 +273,9 @@ class Registry:
             ref = [c for c in eligible if c.record.backend == REFERENCE_BACKEND]
             chosen = ref[0] if ref else by_priority[0]
             return Selection(op, key, chosen.record, "fastest (no kernel passed; fell back)", candidates)
-        best = min(usable, key=lambda c: (c.time_ms, -c.record.priority))
+        # a kernel that syncs with the host ranks after every one that does not, however fast it
+        # timed alone: in a running engine it stalls the launch queue and prevents CUDA graphs
+        best = min(usable, key=lambda c: (c.syncs, c.time_ms, -c.record.priority))
         tuning.store_decision(self, key, best, candidates)
         return Selection(op, key, best.record, "fastest", candidates)
 

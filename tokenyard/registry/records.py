@@ -80,6 +80,7 @@ class Candidate:
     reason: Optional[str] = None  # None = eligible
     time_ms: Optional[float] = None
     check_failure: Optional[str] = None
+    syncs: bool = False  # waits for the GPU from the host (a CUDA-graph capture would fail on it)
 
     @property
     def usable(self) -> bool:

@@ -1,5 +1,5 @@
 """The ``fastest`` policy: time every eligible kernel on the real inputs, check each against the
-reference kernel, and persist the decision.
+reference kernel, note which wait for the GPU from the host, and persist the decision.
 
 Owns the trial protocol (clone what a kernel mutates, so trials leave no trace), the default
 output comparison, and the JSON decision file under the user cache dir, keyed by device, driver
@@ -95,8 +95,27 @@ def time_call(fn, make_args, device: torch.device, repeats: int = TRIAL_REPEATS)
     return statistics.median(times)
 
 
+def syncs_with_host(fn, args: dict, device: torch.device) -> bool:
+    """Whether fn(**args) makes the host wait for the GPU (an .item(), a nonzero(), a copy to the
+    CPU): such a kernel stalls the pipeline and rules out CUDA graphs, costs that timing one call
+    in isolation does not see. Runs fn once."""
+    if device.type != "cuda":
+        return False
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn(**args)
+    except RuntimeError as exc:
+        if "synchroniz" in str(exc).lower():
+            return True
+        raise
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+    return False
+
+
 def tune(registry, spec: OpSpec, candidates: list[Candidate], args: dict) -> None:
-    """Fill in time_ms and check_failure of each eligible candidate, in place."""
+    """Fill in time_ms, check_failure and syncs of each eligible candidate, in place."""
     from tokenyard.registry.core import REFERENCE_BACKEND, args_device
 
     device = args_device(args)
@@ -114,6 +133,7 @@ def tune(registry, spec: OpSpec, candidates: list[Candidate], args: dict) -> Non
                 check = spec.check or (lambda o, r, a: default_check(spec, o, r, a))
                 cand.check_failure = check(outputs, ref_outputs, args)
             if cand.check_failure is None:
+                cand.syncs = syncs_with_host(cand.record.fn, clone_args(spec, args), device)
                 cand.time_ms = time_call(cand.record.fn, lambda: clone_args(spec, args), device)
         except Exception as exc:
             cand.check_failure = f"raised {type(exc).__name__}: {exc}"
@@ -183,6 +203,7 @@ def store_decision(registry, key: str, best: Candidate, candidates: list[Candida
         "chosen": best.record.key,
         "times_ms": {c.record.key: c.time_ms for c in candidates if c.time_ms is not None},
         "rejected": {c.record.key: c.check_failure for c in candidates if c.check_failure},
+        "syncs": sorted(c.record.key for c in candidates if c.syncs),
     }
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
