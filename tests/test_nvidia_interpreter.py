@@ -149,6 +149,14 @@ GDN_VARIANT_CASES = [
      dict(config=(16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168, "smaxnreg": 168, "pstages": 2}))),
     ("gdn_extend", dict(lens=[70, 3], Hk=1, Hv=2, K=256, V=16, resume=False), dict(config=(16, 4, 32, 4, "nilt", None, 2))),
     ("gdn_extend", dict(lens=[65, 2], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nil", None, 1, {"pstages": 1}))),
+    # scan LEAN 3 (reordered products) and 4 (Q̂ = scale(e^γ⊙Q) − P·W and P·U from the prepare)
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 3))),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 4))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=(16, 4, 32, 4, "nil", None, 4))),
+    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
+     dict(config=(16, 4, 16, 4, "nilt", 2, 4, {"pmaxnreg": 168}))),
+    ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 4))),
+    ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32), dict(config=(32, 4, 32, 8, "nil2t", None, 4))),
 ]
 
 
@@ -177,6 +185,7 @@ def test_gdn_variant_matches_reference_under_interpreter(gdn_variant_results, in
 GDN_FALLBACK_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32)),
     ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 4))),
 ]
 GDN_FALLBACK_CHILD = CHILD.replace(
     "fn = (lambda op, kw: lambda **args: fns[op](**args, **kw))(op, launch[0] if launch else {})",
@@ -187,7 +196,8 @@ GDN_FALLBACK_CHILD = CHILD.replace(
     "        y.copy_(x)\n"
     "        assert y.stride(1) != y.shape[2] and y.data_ptr() % 16\n"
     "        return y\n"
-    "    fn = lambda **args: fns[op](**{k: skew(v) if k in ('q', 'k', 'v') else v for k, v in args.items()})",
+    "    kw = launch[0] if launch else {}\n"
+    "    fn = lambda **args: fns[op](**{k: skew(v) if k in ('q', 'k', 'v') else v for k, v in args.items()}, **kw)",
 )
 assert GDN_FALLBACK_CHILD != CHILD
 

@@ -595,9 +595,10 @@ def _blocked_inverse(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33):
 def _gdn_prepare_wide_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, cu_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, sc_ptr, scale,
     B, HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
-    stride_sct, stride_sch, q_desc, k_desc, v_desc,
+    stride_sct, stride_sch, q_desc, k_desc, v_desc, qh_ptr, pu_ptr,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
     L2NORM: tl.constexpr, HPP: tl.constexpr, NIL: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr = False,
+    OUT2: tl.constexpr = False,
 ):
     BC: tl.constexpr = BT // 4
     seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
@@ -718,13 +719,27 @@ def _gdn_prepare_wide_kernel(
         tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
         # W = T((βe^γ)⊙K), U = T(β⊙V)
         wscale = nk * bv * tl.exp(gc)
+        if OUT2:
+            # for the LEAN 4 scan: Q̂ = scale(e^γ⊙Q) − P·W and P·U, so that the scan's output is
+            # Q̂·S + P·U (one product of S, none of U'): O = scale(e^γ⊙Q)S + P(U − WS). P comes
+            # back from this program's own rows of p (L1/L2-hot, ordered by the barriers above).
+            pb = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
+            qscale = nq * tl.exp(gc) * scale
         for kc in range(0, K, BK):
             cols = kc + tl.arange(0, BK)
             if TMA:
                 x = (k_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32) * wscale[:, None]).to(dt)
             else:
                 x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
-            tl.store(w_ptr + hrow[:, None] * K + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
+            wk = tl.dot(tm, x).to(dt)
+            tl.store(w_ptr + hrow[:, None] * K + cols[None, :], wk, mask=rm[:, None])
+            if OUT2:
+                if TMA:
+                    qx = q_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32)
+                else:
+                    qx = _load_rows(qb, rows, rm, stride_qt, cols).to(tl.float32)
+                qhat = qx * qscale[:, None] - tl.dot(pb, wk)
+                tl.store(qh_ptr + hrow[:, None] * K + cols[None, :], qhat.to(dt), mask=rm[:, None])
         vb = v_ptr + hv * stride_vh
         for vc in range(0, V, BK):
             cols = vc + tl.arange(0, BK)
@@ -732,7 +747,10 @@ def _gdn_prepare_wide_kernel(
                 x = (v_desc.load([bos + blk * BT, hv * V + vc]).to(tl.float32) * bv[:, None]).to(dt)
             else:
                 x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
-            tl.store(u_ptr + hrow[:, None] * V + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
+            uk = tl.dot(tm, x).to(dt)
+            tl.store(u_ptr + hrow[:, None] * V + cols[None, :], uk, mask=rm[:, None])
+            if OUT2:
+                tl.store(pu_ptr + hrow[:, None] * V + cols[None, :], tl.dot(pb, uk).to(dt), mask=rm[:, None])
         _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
 
 
@@ -740,7 +758,7 @@ def _gdn_prepare_wide_kernel(
 def _gdn_scan_kernel(
     q_ptr, k_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
     HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
-    q_desc, k_desc, w_desc, u_desc, p_desc,
+    q_desc, k_desc, w_desc, u_desc, p_desc, qh_desc, pu_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, LEAN: tl.constexpr = 0,
 ):
     b = tl.program_id(0)
@@ -793,7 +811,16 @@ def _gdn_scan_kernel(
             last = tl.minimum(t0 + BT, eos) - 1
             gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
             g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
-            if LEAN == 2:
+            if LEAN == 4:
+                # the prepare's Q̂ and P·U in place of q and P: O = Q̂·S + P·U, the chain U' = U − W·S,
+                # S ← e^{γ_C}S + Kᵀ(kscale⊙U'); three products a chunk instead of four
+                vb0 = tl.program_id(2) * BV
+                w = w_desc.load([t0, hv * K])
+                u = u_desc.load([t0, hv * V + vb0])
+                q = qh_desc.load([t0, hv * K])
+                k = k_desc.load([t0, hk * K])
+                p = pu_desc.load([t0, hv * V + vb0])
+            elif LEAN >= 2:
                 # host TMA descriptors over all T rows: rows past eos belong to the next sequence
                 # (or read zero past T); harmless, as kscale (masked) is 0 there, P is lower
                 # triangular and the o store is masked
@@ -814,10 +841,23 @@ def _gdn_scan_kernel(
             qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
             kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
             sd = S.to(dt)
-            un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
-            und = un.to(dt)
-            o = tl.dot(q.to(dt), sd) * qs[:, None] + tl.dot(p, und)
-            S = S * tl.exp(g_last) + tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt))
+            if LEAN == 4:
+                un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
+                o = tl.dot(q.to(dt), sd, p.to(tl.float32))
+                S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
+            elif LEAN == 3:
+                # the chain first: both products of S issued back to back (one wait), then the
+                # state update and the P·U' product (accumulating onto the scaled Q·S)
+                wsd = tl.dot(w.to(dt), sd)
+                qo = tl.dot(q.to(dt), sd)
+                un = u.to(tl.float32) - wsd
+                S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
+                o = tl.dot(p, un.to(dt), qo * qs[:, None])
+            else:
+                un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
+                und = un.to(dt)
+                o = tl.dot(q.to(dt), sd) * qs[:, None] + tl.dot(p, und)
+                S = S * tl.exp(g_last) + tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt))
             tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :],
                      o.to(o_ptr.dtype.element_ty), mask=rm[:, None])
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
@@ -836,7 +876,10 @@ def extend_config(batch: int, heads: int, v: int) -> tuple:
     descriptors — where TMA does not apply (see _tma_ok) they fall back to "blocks" at 2 warps, the
     previous default (not to "nil": its pointer-load form at 4 warps measured 1.2e-2..2.9e-2 on the
     device). scan num_stages None = Triton's. Scan LEAN: 0 as is, 1 the row scales applied to the
-    products, 2 that with its tiles loaded by host TMA descriptors (falls back to 1).
+    products, 2 that with its tiles loaded by host TMA descriptors (falls back to 1), 3 LEAN 2 with
+    the products reordered, 4 LEAN 2 with the output as Q̂·S + P·U from the prepare's extra
+    tensors (three products a chunk instead of four; needs a "wide"/"nil" prepare, K ≤ 128, else
+    LEAN 2).
     An optional eighth entry, a dict, adds launch options: "pmaxnreg" / "smaxnreg" (the prepare's /
     the scan's register cap: more CTAs per SM), "pstages" (the prepare's num_stages).
 
@@ -902,10 +945,10 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
     T, HK, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     B = cu_seqlens.shape[0] - 1
-    _, _, bk, warps, kind, _, _, extra = _extend_options(config)
+    _, _, bk, warps, kind, _, lean, extra = _extend_options(config)
     bk = min(bk, K, V)
     if kind.endswith("t") and not all(_tma_ok(x, bk) for x in (q, k, v)):
-        kind, warps = "blocks", 2  # TMA does not apply: the previous default (see extend_config)
+        kind, warps, extra = "blocks", 2, {}  # TMA does not apply: the previous default (see extend_config)
     launch = dict(num_warps=warps)
     if extra.get("pmaxnreg"):
         launch["maxnreg"] = extra["pmaxnreg"]
@@ -925,6 +968,10 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         else:
             sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
         tma = kind.endswith("t")
+        out2 = lean == 4 and hpp == 1 and K <= 128  # the LEAN 4 scan's Q̂ and P·U
+        if out2:
+            out["qh"] = torch.empty((T, HV, K), dtype=v.dtype, device=v.device)
+            out["pu"] = torch.empty((T, HV, V), dtype=v.dtype, device=v.device)
         descs = (None,) * 3
         if tma:
             from triton.tools.tensor_descriptor import TensorDescriptor
@@ -934,7 +981,8 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV // hpp)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
             B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, K=K, V=V, BT=CHUNK, BK=bk, TMA=tma,
+            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, out.get("qh"), out.get("pu"),
+            K=K, V=V, BT=CHUNK, BK=bk, TMA=tma, OUT2=out2,
             BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), HPP=hpp, NIL=kind.startswith("nil"),
             PREC="tf32x3" if kind.endswith("x3") else "tf32", **launch,
         )
@@ -957,10 +1005,12 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     launch = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
     if extra.get("smaxnreg"):
         launch["maxnreg"] = extra["smaxnreg"]
-    descs = (None,) * 5
+    descs = (None,) * 7
     if lean and K > 128:
         lean = 0  # three [64, K] tiles per stage would not fit shared memory: the previous form
-    if lean == 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
+    if lean == 4 and "qh" not in chunks:
+        lean = 2  # the prepare did not make Q̂ and P·U (a fallback prepare)
+    if lean >= 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
                                                         (chunks["p"], CHUNK))):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -970,8 +1020,10 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
             return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box)
 
         descs = (desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
-                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]))
-    elif lean == 2:
+                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]),
+                 *((desc(chunks["qh"], HV * K, [CHUNK, K]), desc(chunks["pu"], HV * V, [CHUNK, bv])) if lean == 4
+                   else (None, None)))
+    elif lean >= 2:
         lean = 1
     _gdn_scan_kernel[(B, HV, V // bv)](
         q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["p"], chunks["qn"], chunks["kn"], state, cu_seqlens,
