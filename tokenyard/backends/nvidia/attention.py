@@ -403,7 +403,7 @@ def _attn_extend_kernel(
     stride_pt, stride_ot, stride_oh,
     PAGE: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, NS: tl.constexpr, KV: tl.constexpr, HEADS_INNER: tl.constexpr,
-    BLOCK_B: tl.constexpr, OFF64: tl.constexpr = True, WS: tl.constexpr = False, FUSE: tl.constexpr = False,
+    BLOCK_B: tl.constexpr, OFF64: tl.constexpr = True, FUSE: tl.constexpr = False,
     CH: tl.constexpr = 64,
 ):
     per_block = HQ // HP * NS  # programs per query block
@@ -444,7 +444,7 @@ def _attn_extend_kernel(
     l_i = tl.zeros([BM], dtype=tl.float32)
     acc = tl.zeros([BM, DV], dtype=tl.float32)
     if KV >= 2:
-        for start_n in tl.range(lo, tl.minimum(full_end, hi), BN, warp_specialize=WS):
+        for start_n in tl.range(lo, tl.minimum(full_end, hi), BN):
             acc, m_i, l_i = _extend_block_lean(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n,
                                                kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
                                                stride_vcs, stride_vch, PAGE, D, DV, BN, KV, OFF64, False)
@@ -453,7 +453,7 @@ def _attn_extend_kernel(
                                                kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
                                                stride_vcs, stride_vch, PAGE, D, DV, BN, KV, OFF64, True)
     else:
-        for start_n in tl.range(lo, tl.minimum(full_end, hi), BN, warp_specialize=WS):
+        for start_n in tl.range(lo, tl.minimum(full_end, hi), BN):
             acc, m_i, l_i = _extend_block(acc, m_i, l_i, q, kc_ptr, vc_ptr, k_desc, v_desc, pt_row, hk, start_n,
                                           kv_len, qpos, qk_scale, stride_kcp, stride_kcs, stride_kch, stride_vcp,
                                           stride_vcs, stride_vch, PAGE, D, DV, BN, KV == 1, False)
@@ -491,19 +491,22 @@ def extend_splits(programs: int, max_keys: int, block_n: int, sms: int) -> int:
 
 
 def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
-    """(BM, BN, num_warps, num_stages) by head dim, from bench/gpu_ops.py --sweep on H100: the fp32
-    accumulator [BM, DV] and the K/V stages must fit (BN=128 at d=256 needs 320 KB of smem)."""
+    """(BM, BN, num_warps, num_stages) by head dim, from the H100 sweeps: the fp32 accumulator
+    [BM, DV] and the K/V stages must fit (BN=128 at d=256 needs 320 KB of smem). d=128 with the
+    two-box TMA tile: 3 stages 19.9 ms at T=32K against 20.3 with 2 (equal at T=8K)."""
     if max(d, dv) > 128:
         return 128, 64, 8, 3
-    return 128, 128, 8, 2
+    return 128, 128, 8, 3
 
 
-def extend_layout(d: int, dv: int) -> tuple[bool, bool]:
-    """(K/V tiles by TMA, every head's heaviest block before the next block) by head dim, from the
-    H100 sweeps (bench/RESULTS.md, T=8K causal): at d=256 TMA tiles in that order 1095 µs, in head
-    order 1144, gathered tiles 1516; at d=128 TMA tiles 2149-2293 µs against 1593 gathered in head order."""
+def extend_layout(d: int, dv: int) -> tuple[str, bool]:
+    """(K/V tile form, every head's heaviest block before the next block) by head dim, from the
+    H100 sweeps (bench/RESULTS.md, T=8K causal): at d=256 one TMA box a tile in that order 1095 µs,
+    in head order 1144, gathered 1516; at d=128 (sweep of 02:30 UTC, 32/8 heads, page 64) two
+    per-page TMA boxes a tile 1326 µs (T=32K: 19.9 ms), gathered 1625 (22.9 ms), gathered with int32
+    row offsets 1538, one TMA box of BN=64 1503; the program order made no difference there."""
     wide = max(d, dv) > 128
-    return wide, wide
+    return ("tma" if wide else "tma2"), wide
 
 
 _SMS: dict = {}
@@ -519,17 +522,17 @@ KV_MODES = {"gather": 0, "tma": 1, "lean": 2, "tma2": 3}
 
 
 def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale, config=None, splits=None,
-                     tma=None, pack=None, heads_inner=None, kv=None, ws=False, partials="fp32",
-                     fuse_merge=False):
+                     tma=None, pack=None, heads_inner=None, kv=None, partials="half", fuse_merge=True):
     """The op, with the launch choices open for the sweeps: config (BM, BN, warps, stages), splits
     of each key range, tma, pack (GQA packing) and heads_inner (program order); None = the default:
     pack and split only when one program per (query block, head) would not fill two waves of SMs.
     kv (overrides tma): "gather" / "tma" (the two default block forms), "lean" (gathered, [BN] int32
     row offsets, unmasked full blocks, scale in the exp2 FMA, acc += dot) or "tma2" (a BN tile as two
     per-page TMA boxes of BN/2 rows, one softmax step over both; page % (BN/2) == 0, else "lean");
-    ws: warp-specialise the unmasked key loop (tl.range(..., warp_specialize=True), TMA forms);
     partials: "fp32" or "half" (the activation dtype) for the split-K partial outputs; fuse_merge: the
-    last split of a tile to finish (atomic counter) merges the partials instead of a second kernel."""
+    last split of a tile to finish (atomic counter) merges the partials instead of a second kernel.
+    Agentic turn (800 queries over 32K cached, 16/2x256, sweep of 02:30 UTC): fp32 partials and a
+    merge kernel 970 µs, half partials 961, fused merge 949, both 904 (FA3 769)."""
     T, HQ, D = q.shape
     HK, DV = k_cache.shape[2], v_cache.shape[3]
     page = k_cache.shape[1]
@@ -541,7 +544,7 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     o = torch.empty((T, HQ, DV), dtype=q.dtype, device=q.device)
     if T == 0 or B == 0:
         return o
-    default_tma, default_inner = extend_layout(D, DV)
+    default_kv, default_inner = extend_layout(D, DV)
     sms = _sm_count(q.device)
     if pack is None:
         pack = (triton.cdiv(T, bm) + B) * HQ < 2 * sms
@@ -551,7 +554,7 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
     contiguous = k_cache.is_contiguous() and v_cache.is_contiguous()
     if kv is None:
-        kv = "tma" if (default_tma if tma is None else tma) else "gather"
+        kv = default_kv if tma is None else ("tma" if tma else "gather")
     if kv == "tma" and not (page % bn == 0 and contiguous):
         kv = "gather"
     if kv == "tma2" and not (bn % 2 == 0 and page % (bn // 2) == 0 and contiguous):
@@ -577,7 +580,7 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
         group, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), page_table.stride(0), o.stride(0), o.stride(1),
         PAGE=page, D=D, DV=DV, BQ=bq, HP=hp, BM=bm, BN=bn, NS=ns, KV=mode, HEADS_INNER=heads_inner,
-        BLOCK_B=triton.next_power_of_2(B + 1), OFF64=off64, WS=ws, FUSE=fuse, CH=min(64, triton.next_power_of_2(DV)),
+        BLOCK_B=triton.next_power_of_2(B + 1), OFF64=off64, FUSE=fuse, CH=min(64, triton.next_power_of_2(DV)),
         num_warps=warps, num_stages=stages,
     )
     if ns > 1 and not fuse:
