@@ -158,6 +158,23 @@ def test_fastest_trials_leave_mutated_inputs_untouched(tmp_path):
     assert torch.equal(args["k_cache"], before[0]) and torch.equal(args["v_cache"], before[1])
 
 
+def test_a_call_site_mutating_more_than_the_clone_limit_is_not_timed(tmp_path, monkeypatch):
+    """An engine's kv_cache_write writes into its whole page pool (GBs): no trial clones it, the
+    highest-priority eligible kernel runs, and the selection says why."""
+    from tokenyard.backends.reference.attention import kv_cache_write as ref_write
+    from tokenyard.registry import tuning
+
+    reg = Registry(load_entry_points=False, cache_path=str(tmp_path / "d.json"))
+    reg.add_backend("reference", plugin(("kv_cache_write", ref_write, dict(name="torch"))))
+    reg.add_backend("vendor", plugin(("kv_cache_write", _slow(ref_write), dict(name="slow_copy", priority=10))))
+    spec = reg.ops["kv_cache_write"]
+    args = spec.example(torch.device("cpu"), torch.float32, **spec.shapes["small"])
+    monkeypatch.setattr(tuning, "TRIAL_CLONE_LIMIT", tuning.trial_clone_bytes(spec, args) - 1)
+    sel = reg.select("kv_cache_write", args)
+    assert sel.chosen.key == "vendor:slow_copy" and "would clone" in sel.how
+    assert all(c.time_ms is None for c in sel.candidates)
+
+
 def test_a_backend_that_fails_to_import_is_reported_not_fatal(monkeypatch, tmp_path):
     eps = [
         importlib.metadata.EntryPoint("reference", "tokenyard.backends.reference", "tokenyard.backends"),

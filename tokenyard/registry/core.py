@@ -262,6 +262,10 @@ class Registry:
             # Never tune inside graph capture: the runner warms up every shape before capturing.
             how = "priority" if policy == "priority" else "priority (inside graph capture: no tuning)"
             return Selection(op, key, by_priority[0].record, how, candidates)
+        clone_bytes = tuning.trial_clone_bytes(self.ops[op], args)
+        if clone_bytes > tuning.TRIAL_CLONE_LIMIT:
+            return Selection(op, key, by_priority[0].record,
+                             f"priority (a trial would clone {clone_bytes >> 20} MiB of mutated arguments)", candidates)
         persisted = tuning.load_decision(self, key)
         if persisted is not None:
             match = [c for c in eligible if c.record.key == persisted]

@@ -20,6 +20,14 @@ import torch
 from tokenyard.registry.records import Candidate, OpSpec
 
 TRIAL_REPEATS = 5
+# The most bytes of mutated arguments a trial clones. An engine's ops write into its whole KV page
+# pool or GDN state pool (GBs, in a GPU the pools have filled): such a call site is not timed, the
+# highest-priority kernel runs it.
+TRIAL_CLONE_LIMIT = 256 << 20
+
+
+def trial_clone_bytes(spec: OpSpec, args: dict) -> int:
+    return sum(v.numel() * v.element_size() for k, v in args.items() if k in spec.mutates and isinstance(v, torch.Tensor))
 
 
 def clone_args(spec: OpSpec, args: dict) -> dict:
