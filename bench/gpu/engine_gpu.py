@@ -3,7 +3,7 @@ throughput, batch-1 decode against the weight-streaming roofline, batched decode
 conversation (a long first turn, then short turns served from the prefix cache), beside
 transformers' generate() on the same config in the same run.
 
-    python bench/gpu/engine_gpu.py --out DIR [--model qwen3.5-9b|qwen3-8b] [--no-peer]
+    python bench/gpu/engine_gpu.py --out DIR [--model qwen3.5-9b|qwen3-8b] [--no-peer] [--profile]
 
 Models (config only; weights are transformers' initialisation, drawn on the GPU):
   qwen3.5-9b  transformers' default Qwen3_5TextConfig: hidden 4096, 32 layers (24 Gated DeltaNet,
@@ -111,7 +111,7 @@ def run_requests(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -
     return dict(first=first, last=last, cached=cached, wall=time.perf_counter() - t0)
 
 
-def engine_numbers(path: Path, rng: random.Random, turns: int, first_turn: int) -> dict:
+def engine_numbers(path: Path, rng: random.Random, turns: int, first_turn: int, profile: bool = False) -> dict:
     engine = LLMEngine(str(path), load_format="dummy", dtype="bfloat16", device="cuda", max_num_seqs=64,
                        max_model_len=max(8192, first_turn + turns * 1000) + 1024)
     # Warm-up with the measured shapes: the first call of an op at a new shape bucket compiles its
@@ -143,6 +143,15 @@ def engine_numbers(path: Path, rng: random.Random, turns: int, first_turn: int) 
         history = history + random_prompt(rng, 64) + random_prompt(rng, 800)   # its answer, then the next message
     out["agentic_ttft_s"] = ttfts
     out["agentic_cached_tokens"] = cached
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run_requests(engine, [history], 2)    # one more turn: its prefill and one decode step
+        print("profile of one agentic turn (prefill of ~864 new tokens + 1 decode step):")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60))
     del engine
     gc.collect()
     torch.cuda.empty_cache()
@@ -185,11 +194,12 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--first-turn", type=int, default=16384)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one agentic turn")
     args = ap.parse_args()
     rng = random.Random(0)
     path = model_dir(args.model)
     ceiling = copy_bandwidth()
-    ours = engine_numbers(path, rng, args.turns, args.first_turn)
+    ours = engine_numbers(path, rng, args.turns, args.first_turn, args.profile)
     print(json.dumps(ours), flush=True)
     peer = None if args.no_peer else transformers_numbers(args.model, rng)
     result = dict(model=args.model, device=torch.cuda.get_device_name(), copy_tb_s=ceiling, tokenyard=ours,
