@@ -157,6 +157,12 @@ GDN_VARIANT_CASES = [
      dict(config=(16, 4, 16, 4, "nilt", 2, 4, {"pmaxnreg": 168}))),
     ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 4))),
     ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32), dict(config=(32, 4, 32, 8, "nil2t", None, 4))),
+    # scan LEAN 5 ([W; Q̂] chunk-major, one product of S a chunk): varlen with empty-tail chunks
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 5))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=(16, 4, 32, 4, "nil", None, 5))),
+    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
+     dict(config=(16, 4, 16, 4, "nilt", 2, 5, {"pmaxnreg": 168}))),
+    ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 5))),
 ]
 
 
@@ -186,6 +192,7 @@ GDN_FALLBACK_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32)),
     ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 4))),
+    ("gdn_extend", dict(lens=[64, 1, 65], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 5))),
 ]
 GDN_FALLBACK_CHILD = CHILD.replace(
     "fn = (lambda op, kw: lambda **args: fns[op](**args, **kw))(op, launch[0] if launch else {})",

@@ -732,14 +732,24 @@ def _gdn_prepare_wide_kernel(
             else:
                 x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
             wk = tl.dot(tm, x).to(dt)
-            tl.store(w_ptr + hrow[:, None] * K + cols[None, :], wk, mask=rm[:, None])
+            if OUT2 != 2:
+                tl.store(w_ptr + hrow[:, None] * K + cols[None, :], wk, mask=rm[:, None])
             if OUT2:
                 if TMA:
                     qx = q_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32)
                 else:
                     qx = _load_rows(qb, rows, rm, stride_qt, cols).to(tl.float32)
                 qhat = qx * qscale[:, None] - tl.dot(pb, wk)
-                tl.store(qh_ptr + hrow[:, None] * K + cols[None, :], qhat.to(dt), mask=rm[:, None])
+                if OUT2 == 2:
+                    # chunk-major [W; Q̂] (the grid's chunk index is this chunk's), rows past the
+                    # sequence's end written as zeros (the scan reads whole chunks)
+                    crow = tl.program_id(0).to(tl.int64) * (2 * BT) + r
+                    wqp = qh_ptr + (crow[:, None] * HV + hv) * K + cols[None, :]
+                    vm = tl.where(valid, r >= 0, False)[:, None]
+                    tl.store(wqp, tl.where(rm[:, None], wk, 0.0).to(dt), mask=vm)
+                    tl.store(wqp + BT * HV * K, tl.where(rm[:, None], qhat, 0.0).to(dt), mask=vm)
+                else:
+                    tl.store(qh_ptr + hrow[:, None] * K + cols[None, :], qhat.to(dt), mask=rm[:, None])
         vb = v_ptr + hv * stride_vh
         for vc in range(0, V, BK):
             cols = vc + tl.arange(0, BK)
@@ -760,6 +770,7 @@ def _gdn_scan_kernel(
     HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
     q_desc, k_desc, w_desc, u_desc, p_desc, qh_desc, pu_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, LEAN: tl.constexpr = 0,
+    BLOCK_B: tl.constexpr = 1,
 ):
     b = tl.program_id(0)
     hv = tl.program_id(1)
@@ -811,7 +822,19 @@ def _gdn_scan_kernel(
             last = tl.minimum(t0 + BT, eos) - 1
             gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
             g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
-            if LEAN == 4:
+            if LEAN == 5:
+                # chunk-major [W; Q̂] as one [2·BT, K] tile: one product of S a chunk
+                i = tl.arange(0, BLOCK_B)
+                st_i = tl.load(cu_ptr + i, mask=i < b, other=0)
+                en_i = tl.load(cu_ptr + i + 1, mask=i < b, other=0)
+                chunk = tl.sum((en_i - st_i + BT - 1) // BT, 0) + c
+                vb0 = tl.program_id(2) * BV
+                w = w_desc.load([chunk * (2 * BT), hv * K])
+                u = u_desc.load([t0, hv * V + vb0])
+                k = k_desc.load([t0, hk * K])
+                p = pu_desc.load([t0, hv * V + vb0])
+                q = w
+            elif LEAN == 4:
                 # the prepare's Q̂ and P·U in place of q and P: O = Q̂·S + P·U, the chain U' = U − W·S,
                 # S ← e^{γ_C}S + Kᵀ(kscale⊙U'); three products a chunk instead of four
                 vb0 = tl.program_id(2) * BV
@@ -841,7 +864,13 @@ def _gdn_scan_kernel(
             qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
             kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
             sd = S.to(dt)
-            if LEAN == 4:
+            if LEAN == 5:
+                wq = tl.dot(w.to(dt), sd)  # [2·BT, BV]: W·S over Q̂·S
+                ws_, qo = tl.split(tl.permute(tl.reshape(wq, (2, BT, BV)), (1, 2, 0)))
+                un = u.to(tl.float32) - ws_
+                o = qo + p.to(tl.float32)
+                S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
+            elif LEAN == 4:
                 un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
                 o = tl.dot(q.to(dt), sd, p.to(tl.float32))
                 S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
@@ -879,7 +908,9 @@ def extend_config(batch: int, heads: int, v: int) -> tuple:
     products, 2 that with its tiles loaded by host TMA descriptors (falls back to 1), 3 LEAN 2 with
     the products reordered, 4 LEAN 2 with the output as Q̂·S + P·U from the prepare's extra
     tensors (three products a chunk instead of four; needs a "wide"/"nil" prepare, K ≤ 128, else
-    LEAN 2).
+    LEAN 2), 5 that with W and Q̂ stored chunk-major as one [128, K] tile a (chunk, v-head), so
+    W·S and Q̂·S are one product (two products a chunk; sm_90 3.9: 149 registers, 111 KB shared,
+    the split of the [128, BV] result stays in registers).
     An optional eighth entry, a dict, adds launch options: "pmaxnreg" / "smaxnreg" (the prepare's /
     the scan's register cap: more CTAs per SM), "pstages" (the prepare's num_stages).
 
@@ -968,9 +999,12 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         else:
             sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
         tma = kind.endswith("t")
-        out2 = lean == 4 and hpp == 1 and K <= 128  # the LEAN 4 scan's Q̂ and P·U
-        if out2:
+        out2 = (lean - 3) if lean in (4, 5) and hpp == 1 and K <= 128 else 0  # the LEAN 4/5 scan's Q̂, P·U
+        if out2 == 1:
             out["qh"] = torch.empty((T, HV, K), dtype=v.dtype, device=v.device)
+        if out2 == 2:  # [W; Q̂] chunk-major, a [2·64, K] block per (chunk, v-head)
+            out["wq"] = torch.empty(((triton.cdiv(T, CHUNK) + B) * 2 * CHUNK, HV, K), dtype=v.dtype, device=v.device)
+        if out2:
             out["pu"] = torch.empty((T, HV, V), dtype=v.dtype, device=v.device)
         descs = (None,) * 3
         if tma:
@@ -981,7 +1015,7 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV // hpp)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
             B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, out.get("qh"), out.get("pu"),
+            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, out.get("qh", out.get("wq")), out.get("pu"),
             K=K, V=V, BT=CHUNK, BK=bk, TMA=tma, OUT2=out2,
             BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), HPP=hpp, NIL=kind.startswith("nil"),
             PREC="tf32x3" if kind.endswith("x3") else "tf32", **launch,
@@ -1008,8 +1042,10 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     descs = (None,) * 7
     if lean and K > 128:
         lean = 0  # three [64, K] tiles per stage would not fit shared memory: the previous form
-    if lean == 4 and "qh" not in chunks:
+    if (lean == 4 and "qh" not in chunks) or (lean == 5 and "wq" not in chunks):
         lean = 2  # the prepare did not make Q̂ and P·U (a fallback prepare)
+    if lean == 5 and not _tma_ok(chunks["wq"], K):
+        lean = 2
     if lean >= 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
                                                         (chunks["p"], CHUNK))):
         from triton.tools.tensor_descriptor import TensorDescriptor
@@ -1019,14 +1055,19 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
         def desc(x, cols, box):
             return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box)
 
-        descs = (desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
-                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]),
-                 *((desc(chunks["qh"], HV * K, [CHUNK, K]), desc(chunks["pu"], HV * V, [CHUNK, bv])) if lean == 4
-                   else (None, None)))
+        descs = [desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
+                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]), None, None]
+        if lean == 4:
+            descs[5:] = desc(chunks["qh"], HV * K, [CHUNK, K]), desc(chunks["pu"], HV * V, [CHUNK, bv])
+        if lean == 5:
+            wq = chunks["wq"]
+            descs[2] = TensorDescriptor(wq, [wq.shape[0], HV * K], [wq.stride(0), 1], [2 * CHUNK, K])
+            descs[6] = desc(chunks["pu"], HV * V, [CHUNK, bv])
     elif lean >= 2:
         lean = 1
     _gdn_scan_kernel[(B, HV, V // bv)](
         q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["p"], chunks["qn"], chunks["kn"], state, cu_seqlens,
         read_slots, write_slots, o, scale, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        o.stride(0), o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean, **launch,
+        o.stride(0), o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean,
+        BLOCK_B=triton.next_power_of_2(B) if lean == 5 else 1, **launch,
     )
