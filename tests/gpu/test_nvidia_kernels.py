@@ -168,3 +168,20 @@ def test_fastest_policy_selects_nvidia_kernels(tmp_path, monkeypatch):
               + ", ".join(f"{c.record.key}={c.time_ms:.3f}ms" for c in selection.candidates if c.time_ms is not None))
         assert selection.chosen.backend == "nvidia", (
             f"{op}: chose {selection.chosen.key}: " + ", ".join(f"{c.record.key}={c.time_ms}" for c in selection.candidates))
+
+
+@pytest.mark.parametrize("T,K,N", [(1, 4096, 12288), (7, 2048, 512), (300, 4096, 4096)])
+def test_cublas_gemm_matches_reference(T, K, N):
+    """The engine's projections: cuBLAS bf16 against the reference's fp32 product; NVFP4 declined."""
+    from tokenyard.backends.nvidia import linear
+    from tokenyard.kernel_api.quant import NVFP4Weight
+
+    x = torch.randn(T, K, device="cuda").to(BF16)
+    w = (torch.randn(N, K, device="cuda") / K**0.5).to(BF16)
+    out = linear.gemm(x=x, w=w)
+    ref = cases.REFERENCE["gemm"](x=x.float(), w=w.float())
+    assert out.dtype == BF16 and out.shape == (T, N)
+    assert cases.rel_error(out, ref) <= cases.RTOL[BF16]
+    assert linear.supports_gemm(x=x, w=w) is None
+    assert "float32" in linear.supports_gemm(x=x, w=w.float())
+    assert "NVFP4Weight" in linear.supports_gemm(x=x, w=NVFP4Weight.__new__(NVFP4Weight))

@@ -8,7 +8,8 @@ when installed, are registered beside them under their own names (``peers.py``).
 
 Kernels per op family: ``elementwise.py`` (rms_norm, gated_rms_norm, qk_norm_rope, silu_and_mul),
 ``gdn.py`` (gdn_gating, causal_conv1d_extend/decode, gdn_extend, gdn_decode), ``attention.py``
-(kv_cache_write, attention_extend, attention_decode).
+(kv_cache_write, attention_extend, attention_decode); and ``linear.py``, gemm through cuBLAS for
+plain bf16/fp16 weights (any CUDA GPU).
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def tokenyard_register_kernels(registry) -> None:
     for op, fn, supports in kernels():
         registry.register(op, fn, name=f"triton_{op}", priority=PRIORITY, devices=("cuda",),
                           min_capability=HOPPER, supports=supports)
-    from . import peers
+    from . import linear, peers
+
+    registry.register("gemm", linear.gemm, name="cublas_gemm", priority=PRIORITY, devices=("cuda",),
+                      supports=linear.supports_gemm)
 
     peers.register(registry)
