@@ -78,12 +78,18 @@ def streamed_weight_bytes(path: Path) -> int:
 
 
 def chosen_kernels() -> dict:
-    """op -> {kernel: how chosen} over every call site the run selected a kernel for."""
+    """op -> {kernel: how chosen} over every call site the run selected a kernel for; where the
+    reference kernel won a timed choice, why each other kernel lost (its time or its check)."""
     from tokenyard.registry import get_registry
 
     chosen: dict = {}
     for sel in get_registry()._choices.values():
         chosen.setdefault(sel.op, {})[sel.chosen.key] = sel.how
+        if sel.how == "fastest" and sel.chosen.backend == "reference":
+            losers = {c.record.key: c.check_failure or (f"{c.time_ms:.3f} ms" if c.time_ms is not None else c.reason)
+                      for c in sel.candidates if c.record is not sel.chosen}
+            ref = next(c.time_ms for c in sel.candidates if c.record is sel.chosen)
+            chosen[sel.op][f"at {sel.key}"] = f"reference {ref:.3f} ms; " + "; ".join(f"{k}: {v}" for k, v in losers.items())
     return chosen
 
 
