@@ -265,3 +265,20 @@ def test_host_syncs_are_detected_on_cuda():
     assert syncs_with_host(lambda x: x.nonzero(), {"x": x}, x.device)
     assert not syncs_with_host(lambda x: x * 2, {"x": x}, x.device)
     assert torch.cuda.get_sync_debug_mode() == 0
+
+
+def test_check_compares_where_the_reference_is_finite_and_fails_on_nan(registry):
+    """Pools hold garbage (NaN, inf) in unused rows: the check compares the finite elements, and a
+    kernel that turns a finite element into NaN, or is wrong on the finite ones, is excluded."""
+    from tokenyard.registry.tuning import default_check
+
+    spec = registry.ops["silu_and_mul"]
+    ref = torch.randn(64)
+    ref[::7] = float("nan")
+    assert default_check(spec, [ref.clone()], [ref], {}) is None
+    bad = ref.clone()
+    bad[1] = float("nan")
+    assert "non-finite" in default_check(spec, [bad], [ref], {})
+    off = ref.clone()
+    off[2] += 10
+    assert "relative L2 error" in default_check(spec, [off], [ref], {})

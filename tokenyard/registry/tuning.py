@@ -67,11 +67,12 @@ def default_check(spec: OpSpec, outputs: list, reference: list, args: dict) -> O
             if not torch.equal(out.to(ref.dtype), ref):
                 return f"output {i} differs from the reference in {(out.to(ref.dtype) != ref).sum().item()} elements"
             continue
-        if not torch.isfinite(out).all() and torch.isfinite(ref).all():
+        finite = torch.isfinite(ref)   # an engine's pools hold whatever unused memory held
+        if (finite & ~torch.isfinite(out)).any():
             return f"output {i} has non-finite values where the reference has none"
         tol = spec.rtol.get(ref.dtype, spec.rtol.get(torch.float32, 1e-4))
-        err = relative_error(out, ref)
-        if err > tol:
+        err = relative_error(out[finite], ref[finite]) if not finite.all() else relative_error(out, ref)
+        if not err <= tol:   # NaN fails too
             return f"output {i} relative L2 error {err:.3g} exceeds tolerance {tol:.3g} ({ref.dtype})"
     return None
 
