@@ -556,7 +556,7 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     if kv is None:
         kv = default_kv if tma is None else ("tma" if tma else "gather")
     if kv == "tma" and not (page % bn == 0 and contiguous):
-        kv = "gather"
+        kv = "lean"   # the faster gathered form (d=256 T=8K: 1255 µs against 1516 for "gather")
     if kv == "tma2" and not (bn % 2 == 0 and page % (bn // 2) == 0 and contiguous):
         kv = "lean"
     mode = KV_MODES[kv]
