@@ -124,45 +124,31 @@ def test_launch_variant_matches_reference_under_interpreter(variant_results, ind
     assert result["ok"], f"{VARIANT_CASES[index]}: {result['error']}"
 
 
-# gdn.py launch variants the defaults don't take (bench/gpu/sweep_gdn.py times them): the prepare
-# kinds (64-row dots; the inverse blocked from a scratch that aliases W when K is wide enough, else
-# a spare buffer; one program per v-head or per k-head; the batched-diagonal + nilpotent merge),
-# q/k/v by TMA descriptor (nilt), the scan's LEAN forms (row scales on the products; host TMA
-# descriptors), decode's eviction hint.
+# gdn.py's extend forms (bench/gpu/sweep_gdn.py times them): the default "nilt" prepare (64-row
+# dots, q/k/v by TMA descriptor; the inverse's scratch aliases W when K is wide enough, else a spare
+# buffer) with its register cap, the scan's LEAN forms (2: host TMA descriptors, 1: pointer loads
+# with the row scales on the products, 0: the previous form, also what K > 128 runs), the old
+# default ("blocks" prepare + LEAN 0), the sweep's launch shapes, decode's eviction hint.
 # Varlen with initial states, odd lengths, fresh and skipped slots. Config: (scan BV, scan warps,
-# prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN).
+# prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN[, launch options]).
+GDN_DEFAULT = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168})
 GDN_VARIANT_CASES = [
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "wide", None, 0))),
-    ("gdn_extend", dict(lens=[5, 64, 67], Hk=2, Hv=4, K=64, V=32, inplace=True),
-     dict(config=(16, 4, 32, 4, "wide2", None, 0))),
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 8, "nil", 2, 2))),
-    ("gdn_extend", dict(lens=[1, 130], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
-     dict(config=(16, 4, 16, 4, "nil2", None, 1))),
-    ("gdn_extend", dict(lens=[67, 3], Hk=1, Hv=2, K=64, V=64, l2norm=False), dict(config=(32, 4, 32, 4, "nilx3", 2, 2))),
-    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, resume=False), dict(config=(16, 4, 32, 2, "blocks", 1, 2))),
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 8, "nilt", 2, 2))),
-    ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32, resume=False), dict(config=(32, 4, 32, 8, "nil2t", None, 1))),
-    ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
-    # the previous default (now the fallback where TMA does not apply), and launch options
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=GDN_DEFAULT)),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=GDN_DEFAULT)),
+    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
+     dict(config=(16, 4, 16, 4, "nilt", 2, 2, {"pmaxnreg": 168}))),
+    ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 2))),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(32, 4, 64, 8, "nilt", 2, 2, {"pmaxnreg": 128}))),
+    ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32, resume=False), dict(config=(32, 4, 32, 4, "nilt", 1, 1))),
+    ("gdn_extend", dict(lens=[65, 2], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 0))),
+    ("gdn_extend", dict(lens=[70, 3], Hk=1, Hv=2, K=256, V=16, resume=False), dict(config=GDN_DEFAULT)),
+    # the old default (also the fallback prepare), and "blocks" under the TMA / pointer scans
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 2, "blocks", None, 0))),
-    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True),
-     dict(config=(16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168, "smaxnreg": 168, "pstages": 2}))),
-    ("gdn_extend", dict(lens=[70, 3], Hk=1, Hv=2, K=256, V=16, resume=False), dict(config=(16, 4, 32, 4, "nilt", None, 2))),
-    ("gdn_extend", dict(lens=[65, 2], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nil", None, 1, {"pstages": 1}))),
-    # scan LEAN 3 (reordered products) and 4 (Q̂ = scale(e^γ⊙Q) − P·W and P·U from the prepare)
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 3))),
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 4))),
-    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=(16, 4, 32, 4, "nil", None, 4))),
-    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
-     dict(config=(16, 4, 16, 4, "nilt", 2, 4, {"pmaxnreg": 168}))),
-    ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 4))),
-    ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32), dict(config=(32, 4, 32, 8, "nil2t", None, 4))),
-    # scan LEAN 5 ([W; Q̂] chunk-major, one product of S a chunk): varlen with empty-tail chunks
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 5))),
-    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=(16, 4, 32, 4, "nil", None, 5))),
-    ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
-     dict(config=(16, 4, 16, 4, "nilt", 2, 5, {"pmaxnreg": 168}))),
-    ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 5))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, resume=False), dict(config=(16, 4, 32, 2, "blocks", 1, 2))),
+    ("gdn_extend", dict(lens=[1, 130], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
+     dict(config=(16, 4, 16, 2, "blocks", None, 1))),
+    ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
+    ("gdn_decode", dict(B=2, Hk=1, Hv=2, K=16, V=32, inplace=True), dict(config=(16, 1, "evict_last"))),
 ]
 
 
@@ -187,12 +173,13 @@ def test_gdn_variant_matches_reference_under_interpreter(gdn_variant_results, in
 
 # gdn_extend's default (TMA prepare and scan) where TMA does not apply: q, k, v as views with a
 # gap between heads and a base 4 bytes off 16-byte alignment, made inside the call (the harness
-# clones inputs densely); the op must take the pointer-load paths and stay exact.
+# clones inputs densely); the op must take the pointer-load paths ("blocks" prepare at 2 warps,
+# LEAN 1 scan) and stay exact; the old default on the same views.
 GDN_FALLBACK_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32)),
     ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
-    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 4))),
-    ("gdn_extend", dict(lens=[64, 1, 65], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 5))),
+    ("gdn_extend", dict(lens=[64, 1, 65], Hk=2, Hv=4, K=32, V=32, inplace=True), dict(config=GDN_DEFAULT)),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 2, "blocks", None, 0))),
 ]
 GDN_FALLBACK_CHILD = CHILD.replace(
     "fn = (lambda op, kw: lambda **args: fns[op](**args, **kw))(op, launch[0] if launch else {})",
@@ -219,6 +206,16 @@ def test_gdn_extend_falls_back_without_tma_under_interpreter(index):
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, f"child process failed:\n{proc.stdout}\n{proc.stderr}"
     assert lines[0]["ok"], f"{GDN_FALLBACK_CASES[index]}: {lines[0]['error']}"
+
+
+@pytest.mark.parametrize("config", [(16, 4, 32, 4, "nil", None, 2), (16, 4, 32, 4, "wide2", None, 0),
+                                    (16, 4, 32, 4, "nilt", None, 4), (16, 4, 32, 4, "nilt", None, 5),
+                                    (16, 4, 32, 4, "nilt", None, 2, {"smaxnreg": 168})])
+def test_gdn_extend_rejects_removed_forms(config):
+    from tokenyard.backends.nvidia import gdn
+
+    with pytest.raises(ValueError):
+        gdn._extend_options(config)
 
 
 # attention_extend kernel forms the defaults don't take (bench/gpu/sweep_attention.py times them):

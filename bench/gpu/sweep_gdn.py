@@ -13,11 +13,12 @@ context down (RISKY: TMA loads at num_stages=1, which crashed with an illegal ad
 device) runs only with --risky, in a child process of its own; if the context is lost anyway, the
 remaining variants run in a fresh child process.
 
-Variant names: "default" is the backend's current launch (gdn.extend_config / gdn.decode_config),
-"old default" the previous one (gdn.old_extend_config: "blocks" prepare at 2 warps, LEAN 0 scan);
-extend variants override entries of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare
-warps, prepare kind, scan num_stages, scan LEAN form, extra launch options): "p:*" change the
-prepare launch only, "s:*" the scan only, "c:*" both.
+Variant names: "default" is the backend's current launch (gdn.extend_config: "nilt" prepare at 4
+warps capped at 168 registers + LEAN 2 scan; gdn.decode_config), "old default" the previous one
+(gdn.old_extend_config: "blocks" prepare at 2 warps, LEAN 0 scan); extend variants override entries
+of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan
+num_stages, scan LEAN form, launch options): "p:*" change the prepare launch only, "s:*" the scan
+only, "c:*" both. Only launch shapes of the kept kernels and the fallbacks remain (see EXTEND_VARIANTS).
 """
 
 from __future__ import annotations
@@ -54,56 +55,37 @@ FIELDS = ("bv", "sw", "bk", "pw", "kind", "stages", "lean", "extra")
 T_START = time.time()
 MAX_ERR = 1e-2  # a variant above this is reported but never "best" (the good ones sit at 3.4e-3)
 
-# name -> overrides of the default extend config (see the module docstring); "extra" dicts merge
+# name -> overrides of the default extend config (see the module docstring); "extra" dicts merge.
+# Only the kept forms (gdn.PREPARE_KINDS, gdn.SCAN_FORMS): the LEAN 3/4/5 scans and the wide/nil*
+# prepares other than "nilt" were removed from gdn.py after the sweeps of 02:10/02:16/02:43 UTC.
 EXTEND_VARIANTS = {
-    "default": {},
-    "old default": "old",
-    # the prepare with a register cap: 185 registers at 4 warps = 2 CTAs/SM; ptxas (3.9, sm_90):
-    # cap 168 -> 3 CTAs/SM, 16 B stack (6 spill instructions); cap 128 -> 4 CTAs/SM, 216 B stack
-    # (113 spill instructions); shared memory 48 KB a CTA, so 4 fit
-    "p:nilt w4 r168": dict(extra={"pmaxnreg": 168}),
+    "default": {},  # nilt w4 r168 + LEAN 2
+    "old default": "old",  # blocks w2 + LEAN 0
+    # the prepare's register cap: 185 registers at 4 warps uncapped = 2 CTAs/SM (the default until
+    # 02:43: 8x4096 prepare 1268 us, capped at 168 1132); cap 128 -> 4 CTAs/SM, 216 B stack (1193 us)
+    "p:nilt w4 nocap": dict(extra={"pmaxnreg": None}),
     "p:nilt w4 r128": dict(extra={"pmaxnreg": 128}),
-    "p:nilt w4 bk64": dict(bk=64),  # half the K-loop trips, [64, 64] TMA boxes; 194 registers, no spill
-    "p:nilt w8 r128": dict(pw=8, extra={"pmaxnreg": 128}),  # 158 -> 128 registers: 2 CTAs of 8 warps
-    # the scan without TMA and without the pipeliner's buffers: 70-82 KB of shared memory instead of
-    # 193-214 KB, so 2 CTAs/SM (8x4096: 512 programs in 2 waves instead of 4); no prefetch
-    "s:lean1 st1": dict(lean=1, stages=1),
+    "p:nilt w4 r168 bk64": dict(bk=64),  # half the K-loop trips, [64, 64] TMA boxes
+    "p:nilt w8 r128": dict(pw=8, extra={"pmaxnreg": 128}),  # 2 CTAs of 8 warps
+    # the fallback prepare where TMA does not apply (the old default's prepare)
+    "p:blocks w2": dict(kind="blocks", pw=2, extra={"pmaxnreg": None}),
+    # the fallback scan (pointer loads); at num_stages 1 without the pipeliner's buffers: 70-82 KB
+    # of shared memory instead of 193-214 KB, so 2 CTAs/SM (8x4096: 829.8 us against 747.0, 02:43)
     "s:lean1": dict(lean=1),
+    "s:lean1 st1": dict(lean=1, stages=1),
     "s:lean2 st2": dict(stages=2),
-    "c:nilt w4 r168 + lean1 st1": dict(lean=1, stages=1, extra={"pmaxnreg": 168}),
-    # the scan's products reordered (both products of S first, the state update before P·U'):
-    # Triton still waits after each wgmma (4 waits a chunk, 3.9 TTGIR), so at most a small gain
-    "s:lean3": dict(lean=3),
-    # LEAN 4: the prepare also writes Q̂ = scale(e^γ⊙Q) − P·W and P·U (+32 KB written per (chunk,
-    # v-head), 187 registers, no spill), so the scan's output is Q̂·S + P·U: three products a chunk
-    # (3 wgmma waits instead of 4, 3.9 TTGIR), no P·U' on the chain; 165 KB shared instead of 193
-    "c:lean4": dict(lean=4),
-    "c:lean4 r168": dict(lean=4, extra={"pmaxnreg": 168}),
-    # LEAN 5: LEAN 4 with W and Q̂ chunk-major as one [128, K] TMA tile: W·S and Q̂·S are one
-    # product (2 wgmma waits a chunk instead of 4; 149 registers, no spill; 111 KB shared instead of
-    # 193, so 2 CTAs/SM fit at BV=32); the prepare writes W only there (same bytes as LEAN 4)
-    "c:lean5": dict(lean=5),
-    "c:lean5 r168": dict(lean=5, extra={"pmaxnreg": 168}),
-    "c:lean5 bv32": dict(lean=5, bv=32),  # 8x4096: 1024 programs at 2 CTAs/SM (T=8K/32K: as c:lean5)
-    "s:bv64": dict(bv=64),  # half the L2 reads of W/q/k/P a chunk (2 programs a head, 64 SMs at B=1)
-    # diagnostics for nil w4's error on the device (1.2e-2..2.9e-2; nilt w4 and nil w8: 3.4e-3): the
-    # same kernel with pointer loads, pipelined (cp.async, 3 stages) or not
-    "p:nil w4": dict(kind="nil"),
-    "p:nil w4 pst1": dict(kind="nil", extra={"pstages": 1}),
-    "p:wide w8": dict(kind="wide", pw=8),
-    "p:nil w8": dict(kind="nil", pw=8),
-    "p:nil2t w8": dict(kind="nil2t", pw=8),
     "s:lean2 bv16 st2": dict(bv=16, stages=2),
+    "s:bv64": dict(bv=64),  # half the L2 reads of W/q/k/P a chunk (8x4096: 746.6 us, = default)
     "s:lean0": dict(lean=0),
     # RISKY: TMA at num_stages=1 (illegal address on the device, Triton 3.6; Triton 3.9's TMA
     # lowering asserts on the prepare's loads at num_stages=1)
     "s:lean2 st1": dict(stages=1),
 }
 RISKY = ("s:lean2 st1",)
-# the variants run without --full, in this order (the diagnostics last)
-MAIN_EXTEND = ("default", "old default", "c:lean5", "c:lean4", "p:nilt w4 r168", "c:lean5 r168", "c:lean5 bv32",
-               "s:lean3", "s:lean1 st1", "p:nilt w4 r128", "s:bv64", "p:nil w4 pst1", "p:nil w4")
-QUICK_EXTEND = ("default", "old default", "c:lean5", "p:nilt w4 r168")
+# the variants run without --full, in this order
+MAIN_EXTEND = ("default", "old default", "p:nilt w4 nocap", "s:bv64", "p:nilt w4 r128", "p:blocks w2", "s:lean1",
+               "p:nilt w4 r168 bk64", "s:lean1 st1", "p:nilt w8 r128", "s:lean2 st2")
+QUICK_EXTEND = ("default", "old default", "p:nilt w4 nocap")
 DECODE_RESERVE_S = 15.0  # of the budget, kept for gdn_decode after gdn_extend
 EXTEND_CASES = (("T=8192", [8192]), ("T=32768", [32768]), ("8x4096 h0", [4096] * 8))
 if DEV == "cpu":
@@ -354,9 +336,8 @@ def summary(rows: list) -> None:
         peer = next((r["ms"] for r in rs if r["variant"] in PEERS and "ms" in r), None)
         if key[0] == "gdn_extend":
             # the best prepare and the best scan of different variants, summed (not measured together)
-            # (LEAN 4/5 scans need their own prepare: left out of the cross combination)
-            preps = [r for r in ok if "prepare_ms" in r and r.get("lean") not in (4, 5)]
-            scans = [r for r in ok if "scan_ms" in r and r.get("lean") not in (4, 5)]
+            preps = [r for r in ok if "prepare_ms" in r]
+            scans = [r for r in ok if "scan_ms" in r]
             if preps and scans:
                 bp = min(preps, key=lambda r: r["prepare_ms"])
                 bs = min(scans, key=lambda r: r["scan_ms"])

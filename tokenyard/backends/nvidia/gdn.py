@@ -6,6 +6,13 @@ reference backend's (tokenyard/backends/reference/gdn.py states the math): read 
 zeros, write slot −1 writes nothing, every read of a slot precedes the write of it, so read == write
 is in place. No kernel here reads a device value on the host: decode ops are graph-capturable and
 extend ops launch without a sync (varlen chunk indices are found in-kernel from cu_seqlens).
+
+gdn_extend keeps only the forms the H100 sweeps (02:10/02:16/02:43 UTC) support: the default
+"nilt" prepare (_gdn_prepare_wide_kernel, TMA loads, 4 warps, 168-register cap) + LEAN 2 scan
+(TMA loads) — T=8K 566 µs against FLA's 825, T=32K 2200 against 2381, 8×4096 2048 against 2423;
+the 168 cap took the 8×4096 prepare from 1268 to 1132 µs — their fallbacks where TMA does not apply
+("blocks" prepare at 2 warps, LEAN 1 scan; K > 128: LEAN 0), and old_extend_config ("blocks" +
+LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline. extend_config lists what was removed.
 """
 
 from __future__ import annotations
@@ -271,8 +278,9 @@ def gdn_decode(*, q, k, v, g, beta, state, read_slots, write_slots, scale, qk_l2
 # --- gdn_extend ----------------------------------------------------------------------------------
 # Chunked gated delta rule (the WY/UT form, chunks of C = 64 tokens aligned to each sequence's
 # start; the math is in the reference module). Two launches:
-#  1. prepare, parallel over (chunk, v-head), the chunk cut into four 16-row blocks as FLA's fused
-#     kkt + solve_tril kernel does: γ = cumsum(g); A_tj = β_t e^{γ_t−γ_j} k_t·k_j (j < t);
+#  1. prepare, parallel over (chunk, v-head) (_gdn_prepare_kernel: the chunk cut into four 16-row
+#     blocks as FLA's fused kkt + solve_tril kernel does; the default _gdn_prepare_wide_kernel: the
+#     same math as [64, 64] products, below): γ = cumsum(g); A_tj = β_t e^{γ_t−γ_j} k_t·k_j (j < t);
 #     T = (I + A)⁻¹ (forward substitution on the 16×16 diagonal blocks, in-warp reductions, then the
 #     off-diagonal blocks by block products); W = T((βe^γ)⊙K), U = T(β⊙V); P = scale·(QKᵀ ⊙ D).
 #     Writes W, U, P (activation dtype), γ and the q/k row norms (fp32), token-major.
@@ -534,79 +542,35 @@ def _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, mask, HV, hv, gc, nq, nk):
     tl.store(kn_ptr + off, nk, mask=mask)
 
 
-# --- gdn_extend prepare, "wide" variant --------------------------------------------------------
+# --- gdn_extend prepare, TMA form ("nilt", the default) -------------------------------------------
 # The same outputs as _gdn_prepare_kernel, with the chunk-wide products as single 64-row dots:
 # KKᵀ and QKᵀ are one [64, BK]×[BK, 64] accumulation each (wgmma-sized at 4 warps, two [64, 64]
 # fp32 accumulators live instead of twenty 16×16), decay/β/mask applied elementwise on the tile,
-# P stored in one piece. The inverse stays blocked (exact fp32, 16×16 diagonal blocks then the
-# merge): A goes to a per-program scratch (the W rows of this chunk, rewritten later, or a spare
-# buffer when they are too narrow), comes back as its ten lower 16×16 blocks, T goes the same way
-# back as one [64, 64] tile, and W = T((βe^γ)⊙K), U = T(β⊙V) are 64-row dots again. The scratch
-# round trips are L1/L2-hot (a CTA barrier orders them). NIL: only the four diagonal blocks make
-# the round trip (inverted as one [4, 16, 16] batch), the rest merged in registers by four [64, 64]
-# tensor-core dots (T = (I − M)(I + M²)(I+D)⁻¹, M = (I+D)⁻¹L strictly block-lower). HPP > 1: one
-# program per (chunk, k-head) does the GROUP v-heads that share its q/k, so KKᵀ and QKᵀ (and the
-# norms) are computed once. TMA: q/k/v tiles by host descriptor (no [64, BK] address tensors).
-# sm_90 (Triton 3.9, offline): the default _gdn_prepare_kernel spills 2152 B/thread at 2 warps;
-# NIL+TMA at BK=32: 8 warps 181 registers, no spill; 4 warps 64 B.
-
-
-@triton.jit
-def _scratch_blocks(sp, o, ok0, ok1, ok2, ok3, stride):
-    """The ten lower 16×16 blocks of the [64, 64] fp32 tile at sp (row stride `stride`); rows past
-    the sequence's end load as zeros."""
-    BC: tl.constexpr = o.shape[0]
-    r = o[:, None] * stride
-    c = o[None, :]
-    s1 = sp + BC * stride
-    s2 = sp + 2 * BC * stride
-    s3 = sp + 3 * BC * stride
-    b00 = tl.load(sp + r + c, mask=ok0[:, None], other=0.0)
-    b10 = tl.load(s1 + r + c, mask=ok1[:, None], other=0.0)
-    b11 = tl.load(s1 + r + BC + c, mask=ok1[:, None], other=0.0)
-    b20 = tl.load(s2 + r + c, mask=ok2[:, None], other=0.0)
-    b21 = tl.load(s2 + r + BC + c, mask=ok2[:, None], other=0.0)
-    b22 = tl.load(s2 + r + 2 * BC + c, mask=ok2[:, None], other=0.0)
-    b30 = tl.load(s3 + r + c, mask=ok3[:, None], other=0.0)
-    b31 = tl.load(s3 + r + BC + c, mask=ok3[:, None], other=0.0)
-    b32 = tl.load(s3 + r + 2 * BC + c, mask=ok3[:, None], other=0.0)
-    b33 = tl.load(s3 + r + 3 * BC + c, mask=ok3[:, None], other=0.0)
-    return b00, b10, b11, b20, b21, b22, b30, b31, b32, b33
-
-
-@triton.jit
-def _blocked_inverse(a00, a10, a11, a20, a21, a22, a30, a31, a32, a33):
-    """T = (I + A)⁻¹ from A's ten lower 16×16 blocks: the diagonal blocks exactly, the rest by
-    block products (as _gdn_prepare_kernel does)."""
-    i00 = _unit_lower_inverse(a00)
-    i11 = _unit_lower_inverse(a11)
-    i22 = _unit_lower_inverse(a22)
-    i33 = _unit_lower_inverse(a33)
-    i10 = -tl.dot(tl.dot(i11, a10), i00)
-    i21 = -tl.dot(tl.dot(i22, a21), i11)
-    i32 = -tl.dot(tl.dot(i33, a32), i22)
-    i20 = -tl.dot(i22, tl.dot(a20, i00) + tl.dot(a21, i10))
-    i31 = -tl.dot(i33, tl.dot(a31, i11) + tl.dot(a32, i21))
-    i30 = -tl.dot(i33, tl.dot(a30, i00) + tl.dot(a31, i10) + tl.dot(a32, i20))
-    return i00, i10, i11, i20, i21, i22, i30, i31, i32, i33
+# P stored in one piece. The inverse: A goes to a per-program scratch (the W rows of this chunk,
+# rewritten later, or a spare buffer when they are too narrow, L1/L2-hot, ordered by CTA
+# barriers); only its four diagonal 16×16 blocks D make the round trip, inverted as one
+# [4, 16, 16] batch in exact fp32; the rest is merged in registers by four [64, 64] tf32
+# tensor-core dots (T = (I − M)(I + M²)(I+D)⁻¹, M = (I+D)⁻¹L strictly block-lower); then
+# W = T((βe^γ)⊙K), U = T(β⊙V) are 64-row dots again. TMA: q/k/v tiles by host descriptor (no
+# [64, BK] address tensors); gdn_extend launches it with TMA only (the pointer form at 4 warps
+# measured 1.2e-2..2.9e-2 relative error on the H100, where it falls back to _gdn_prepare_kernel).
+# sm_90 (Triton 3.9, offline): _gdn_prepare_kernel spills 2152 B/thread at 2 warps; this kernel
+# with TMA at BK=32: 8 warps 181 registers, no spill; 4 warps 185 (capped at 168 by default).
+# (The name is its removed "wide" sibling's, kept so that the default's PTX stays as measured.)
 
 
 @triton.jit
 def _gdn_prepare_wide_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, cu_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, sc_ptr, scale,
     B, HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
-    stride_sct, stride_sch, q_desc, k_desc, v_desc, qh_ptr, pu_ptr,
+    stride_sct, stride_sch, q_desc, k_desc, v_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
-    L2NORM: tl.constexpr, HPP: tl.constexpr, NIL: tl.constexpr, PREC: tl.constexpr, TMA: tl.constexpr = False,
-    OUT2: tl.constexpr = False,
+    L2NORM: tl.constexpr, TMA: tl.constexpr = False,
 ):
     BC: tl.constexpr = BT // 4
     seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
-    hp = tl.program_id(1)  # v-head (HPP == 1) or k-head (HPP == GROUP)
-    if HPP == 1:
-        hk = hp // GROUP
-    else:
-        hk = hp
+    hv = tl.program_id(1)
+    hk = hv // GROUP
     bos = tl.load(cu_ptr + seq)
     eos = tl.load(cu_ptr + seq + 1)
     r = tl.arange(0, BT)
@@ -643,136 +607,67 @@ def _gdn_prepare_wide_kernel(
     aqk = aqk * _outer(nq, nk)
     strict = r[:, None] > r[None, :]
     lower = r[:, None] >= r[None, :]
-    o = tl.arange(0, BC)
-    for j in range(HPP):  # a loop, not unrolled: the heads never interleave (registers)
-        if HPP == 1:
-            hv = hp
+    gv = tl.load(g_ptr + hv + rows64 * stride_gt, mask=rm, other=0.0).to(tl.float32)
+    bv = tl.load(beta_ptr + hv + rows64 * stride_bt, mask=rm, other=0.0).to(tl.float32)
+    gc = tl.cumsum(gv, 0)
+    hrow = rows64 * HV + hv
+    # P = scale·(QKᵀ ⊙ D), zeros above the diagonal
+    dq = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], float("-inf")))
+    tl.store(p_ptr + hrow[:, None] * BT + r[None, :], (aqk * dq * scale).to(dt), mask=rm[:, None])
+    # A = β_t e^{γ_t−γ_j} k_t·k_j (j < t) → scratch → its diagonal blocks inverted → T
+    da = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
+    a = akk * da * bv[:, None]
+    sp = sc_ptr + (bos + blk * BT).to(tl.int64) * stride_sct + hv * stride_sch
+    tl.store(sp + r[:, None] * stride_sct + r[None, :], a, mask=rm[:, None])
+    tl.debug_barrier()
+    base = bos + blk * BT
+    # diagonal blocks D inverted as one [4, 16, 16] batch (exact fp32), then with the strictly
+    # block-lower rest L and M = (I+D)⁻¹L (M⁴ = 0):
+    # T = (I + M)⁻¹(I+D)⁻¹ = (I − M)(I + M²)(I+D)⁻¹, four [64, 64] tensor-core dots
+    same = (r[:, None] // BC) == (r[None, :] // BC)
+    nb = tl.arange(0, 4)[:, None, None]
+    bi = tl.arange(0, BC)[None, :, None]
+    bj = tl.arange(0, BC)[None, None, :]
+    dp = sp + (nb * BC + bi) * stride_sct + nb * BC + bj
+    dm = tl.where(valid, (base + nb * BC + bi) < eos, False) & (bj >= 0)
+    d3 = tl.load(dp, mask=dm, other=0.0)
+    tl.debug_barrier()
+    tl.store(dp, _unit_lower_inverse(d3), mask=dm)
+    tl.debug_barrier()
+    dinv = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None] & same, other=0.0)
+    lo = tl.where(same, 0.0, a)
+    m1 = tl.dot(dinv, lo, input_precision="tf32")
+    m2 = tl.dot(m1, m1, input_precision="tf32")
+    y = dinv + tl.dot(m2, dinv, input_precision="tf32")
+    tm = (y - tl.dot(m1, y, input_precision="tf32")).to(dt)
+    tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
+    # W = T((βe^γ)⊙K), U = T(β⊙V)
+    wscale = nk * bv * tl.exp(gc)
+    for kc in range(0, K, BK):
+        cols = kc + tl.arange(0, BK)
+        if TMA:
+            x = (k_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32) * wscale[:, None]).to(dt)
         else:
-            hv = hp * GROUP + j
-        gv = tl.load(g_ptr + hv + rows64 * stride_gt, mask=rm, other=0.0).to(tl.float32)
-        bv = tl.load(beta_ptr + hv + rows64 * stride_bt, mask=rm, other=0.0).to(tl.float32)
-        gc = tl.cumsum(gv, 0)
-        hrow = rows64 * HV + hv
-        # P = scale·(QKᵀ ⊙ D), zeros above the diagonal
-        dq = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], float("-inf")))
-        tl.store(p_ptr + hrow[:, None] * BT + r[None, :], (aqk * dq * scale).to(dt), mask=rm[:, None])
-        # A = β_t e^{γ_t−γ_j} k_t·k_j (j < t) → scratch → ten 16×16 blocks → T → scratch → [64, 64]
-        da = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
-        a = akk * da * bv[:, None]
-        sp = sc_ptr + (bos + blk * BT).to(tl.int64) * stride_sct + hv * stride_sch
-        tl.store(sp + r[:, None] * stride_sct + r[None, :], a, mask=rm[:, None])
-        tl.debug_barrier()
-        base = bos + blk * BT
-        if NIL:
-            # diagonal blocks D inverted as one [4, 16, 16] batch (exact fp32), then with the
-            # strictly block-lower rest L and M = (I+D)⁻¹L (M⁴ = 0):
-            # T = (I + M)⁻¹(I+D)⁻¹ = (I − M)(I + M²)(I+D)⁻¹, four [64, 64] tensor-core dots
-            same = (r[:, None] // BC) == (r[None, :] // BC)
-            nb = tl.arange(0, 4)[:, None, None]
-            bi = tl.arange(0, BC)[None, :, None]
-            bj = tl.arange(0, BC)[None, None, :]
-            dp = sp + (nb * BC + bi) * stride_sct + nb * BC + bj
-            dm = tl.where(valid, (base + nb * BC + bi) < eos, False) & (bj >= 0)
-            d3 = tl.load(dp, mask=dm, other=0.0)
-            tl.debug_barrier()
-            tl.store(dp, _unit_lower_inverse(d3), mask=dm)
-            tl.debug_barrier()
-            dinv = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None] & same, other=0.0)
-            lo = tl.where(same, 0.0, a)
-            m1 = tl.dot(dinv, lo, input_precision=PREC)
-            m2 = tl.dot(m1, m1, input_precision=PREC)
-            y = dinv + tl.dot(m2, dinv, input_precision=PREC)
-            tm = (y - tl.dot(m1, y, input_precision=PREC)).to(dt)
+            x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
+        wk = tl.dot(tm, x).to(dt)
+        tl.store(w_ptr + hrow[:, None] * K + cols[None, :], wk, mask=rm[:, None])
+    vb = v_ptr + hv * stride_vh
+    for vc in range(0, V, BK):
+        cols = vc + tl.arange(0, BK)
+        if TMA:
+            x = (v_desc.load([bos + blk * BT, hv * V + vc]).to(tl.float32) * bv[:, None]).to(dt)
         else:
-            ok0 = tl.where(valid, (base + o) < eos, False)
-            ok1 = tl.where(valid, (base + BC + o) < eos, False)
-            ok2 = tl.where(valid, (base + 2 * BC + o) < eos, False)
-            ok3 = tl.where(valid, (base + 3 * BC + o) < eos, False)
-            a00, a10, a11, a20, a21, a22, a30, a31, a32, a33 = _scratch_blocks(sp, o, ok0, ok1, ok2, ok3, stride_sct)
-            tl.debug_barrier()
-            i00, i10, i11, i20, i21, i22, i30, i31, i32, i33 = _blocked_inverse(
-                a00, a10, a11, a20, a21, a22, a30, a31, a32, a33)
-            rr = o[:, None] * stride_sct
-            cc = o[None, :]
-            z = tl.zeros([BC, BC], dtype=tl.float32)
-            tl.store(sp + rr + cc, i00, mask=ok0[:, None])
-            tl.store(sp + rr + BC + cc, z, mask=ok0[:, None])
-            tl.store(sp + rr + 2 * BC + cc, z, mask=ok0[:, None])
-            tl.store(sp + rr + 3 * BC + cc, z, mask=ok0[:, None])
-            s1 = sp + BC * stride_sct
-            tl.store(s1 + rr + cc, i10, mask=ok1[:, None])
-            tl.store(s1 + rr + BC + cc, i11, mask=ok1[:, None])
-            tl.store(s1 + rr + 2 * BC + cc, z, mask=ok1[:, None])
-            tl.store(s1 + rr + 3 * BC + cc, z, mask=ok1[:, None])
-            s2 = sp + 2 * BC * stride_sct
-            tl.store(s2 + rr + cc, i20, mask=ok2[:, None])
-            tl.store(s2 + rr + BC + cc, i21, mask=ok2[:, None])
-            tl.store(s2 + rr + 2 * BC + cc, i22, mask=ok2[:, None])
-            tl.store(s2 + rr + 3 * BC + cc, z, mask=ok2[:, None])
-            s3 = sp + 3 * BC * stride_sct
-            tl.store(s3 + rr + cc, i30, mask=ok3[:, None])
-            tl.store(s3 + rr + BC + cc, i31, mask=ok3[:, None])
-            tl.store(s3 + rr + 2 * BC + cc, i32, mask=ok3[:, None])
-            tl.store(s3 + rr + 3 * BC + cc, i33, mask=ok3[:, None])
-            tl.debug_barrier()
-            tm = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None], other=0.0).to(dt)
-        tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
-        # W = T((βe^γ)⊙K), U = T(β⊙V)
-        wscale = nk * bv * tl.exp(gc)
-        if OUT2:
-            # for the LEAN 4 scan: Q̂ = scale(e^γ⊙Q) − P·W and P·U, so that the scan's output is
-            # Q̂·S + P·U (one product of S, none of U'): O = scale(e^γ⊙Q)S + P(U − WS). P comes
-            # back from this program's own rows of p (L1/L2-hot, ordered by the barriers above):
-            # held in registers instead, P takes the kernel to 255 registers (400 B of stack at a
-            # 168 cap; sm_90 offline) against 187 this way.
-            pb = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
-            qscale = nq * tl.exp(gc) * scale
-        for kc in range(0, K, BK):
-            cols = kc + tl.arange(0, BK)
-            if TMA:
-                x = (k_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32) * wscale[:, None]).to(dt)
-            else:
-                x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
-            wk = tl.dot(tm, x).to(dt)
-            if OUT2 != 2:
-                tl.store(w_ptr + hrow[:, None] * K + cols[None, :], wk, mask=rm[:, None])
-            if OUT2:
-                if TMA:
-                    qx = q_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32)
-                else:
-                    qx = _load_rows(qb, rows, rm, stride_qt, cols).to(tl.float32)
-                qhat = qx * qscale[:, None] - tl.dot(pb, wk)
-                if OUT2 == 2:
-                    # chunk-major [W; Q̂] (the grid's chunk index is this chunk's), rows past the
-                    # sequence's end written as zeros (the scan reads whole chunks)
-                    crow = tl.program_id(0).to(tl.int64) * (2 * BT) + r
-                    wqp = qh_ptr + (crow[:, None] * HV + hv) * K + cols[None, :]
-                    vm = tl.where(valid, r >= 0, False)[:, None]
-                    tl.store(wqp, tl.where(rm[:, None], wk, 0.0).to(dt), mask=vm)
-                    tl.store(wqp + BT * HV * K, tl.where(rm[:, None], qhat, 0.0).to(dt), mask=vm)
-                else:
-                    tl.store(qh_ptr + hrow[:, None] * K + cols[None, :], qhat.to(dt), mask=rm[:, None])
-        vb = v_ptr + hv * stride_vh
-        for vc in range(0, V, BK):
-            cols = vc + tl.arange(0, BK)
-            if TMA:
-                x = (v_desc.load([bos + blk * BT, hv * V + vc]).to(tl.float32) * bv[:, None]).to(dt)
-            else:
-                x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
-            uk = tl.dot(tm, x).to(dt)
-            tl.store(u_ptr + hrow[:, None] * V + cols[None, :], uk, mask=rm[:, None])
-            if OUT2:
-                tl.store(pu_ptr + hrow[:, None] * V + cols[None, :], tl.dot(pb, uk).to(dt), mask=rm[:, None])
-        _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
-
+            x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
+        uk = tl.dot(tm, x).to(dt)
+        tl.store(u_ptr + hrow[:, None] * V + cols[None, :], uk, mask=rm[:, None])
+    _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
 
 @triton.jit
 def _gdn_scan_kernel(
     q_ptr, k_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
     HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
-    q_desc, k_desc, w_desc, u_desc, p_desc, qh_desc, pu_desc,
+    q_desc, k_desc, w_desc, u_desc, p_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, LEAN: tl.constexpr = 0,
-    BLOCK_B: tl.constexpr = 1,
 ):
     b = tl.program_id(0)
     hv = tl.program_id(1)
@@ -813,7 +708,7 @@ def _gdn_scan_kernel(
     else:
         # LEAN: the row scales applied to the [BT, BV] products instead of the [BT, K] q and k
         # tiles ((diag(s)Q)S = diag(s)(QS), (diag(s)K)ᵀU' = Kᵀ(diag(s)U'): no fp32 copies of q
-        # and k), and the [BT, K] tiles loaded through block pointers (LEAN == 2) instead of
+        # and k), and the [BT, K] tiles loaded through host TMA descriptors (LEAN == 2) instead of
         # [BT, K] tensors of 64-bit addresses
         for c in range(0, tl.cdiv(eos - bos, BT)):
             t0 = bos + c * BT
@@ -824,28 +719,7 @@ def _gdn_scan_kernel(
             last = tl.minimum(t0 + BT, eos) - 1
             gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
             g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
-            if LEAN == 5:
-                # chunk-major [W; Q̂] as one [2·BT, K] tile: one product of S a chunk
-                i = tl.arange(0, BLOCK_B)
-                st_i = tl.load(cu_ptr + i, mask=i < b, other=0)
-                en_i = tl.load(cu_ptr + i + 1, mask=i < b, other=0)
-                chunk = tl.sum((en_i - st_i + BT - 1) // BT, 0) + c
-                vb0 = tl.program_id(2) * BV
-                w = w_desc.load([chunk * (2 * BT), hv * K])
-                u = u_desc.load([t0, hv * V + vb0])
-                k = k_desc.load([t0, hk * K])
-                p = pu_desc.load([t0, hv * V + vb0])
-                q = w
-            elif LEAN == 4:
-                # the prepare's Q̂ and P·U in place of q and P: O = Q̂·S + P·U, the chain U' = U − W·S,
-                # S ← e^{γ_C}S + Kᵀ(kscale⊙U'); three products a chunk instead of four
-                vb0 = tl.program_id(2) * BV
-                w = w_desc.load([t0, hv * K])
-                u = u_desc.load([t0, hv * V + vb0])
-                q = qh_desc.load([t0, hv * K])
-                k = k_desc.load([t0, hk * K])
-                p = pu_desc.load([t0, hv * V + vb0])
-            elif LEAN >= 2:
+            if LEAN == 2:
                 # host TMA descriptors over all T rows: rows past eos belong to the next sequence
                 # (or read zero past T); harmless, as kscale (masked) is 0 there, P is lower
                 # triangular and the o store is masked
@@ -866,29 +740,10 @@ def _gdn_scan_kernel(
             qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
             kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
             sd = S.to(dt)
-            if LEAN == 5:
-                wq = tl.dot(w.to(dt), sd)  # [2·BT, BV]: W·S over Q̂·S
-                ws_, qo = tl.split(tl.permute(tl.reshape(wq, (2, BT, BV)), (1, 2, 0)))
-                un = u.to(tl.float32) - ws_
-                o = qo + p.to(tl.float32)
-                S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
-            elif LEAN == 4:
-                un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
-                o = tl.dot(q.to(dt), sd, p.to(tl.float32))
-                S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
-            elif LEAN == 3:
-                # the chain first: both products of S issued back to back (one wait), then the
-                # state update and the P·U' product (accumulating onto the scaled Q·S)
-                wsd = tl.dot(w.to(dt), sd)
-                qo = tl.dot(q.to(dt), sd)
-                un = u.to(tl.float32) - wsd
-                S = tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt), S * tl.exp(g_last))
-                o = tl.dot(p, un.to(dt), qo * qs[:, None])
-            else:
-                un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
-                und = un.to(dt)
-                o = tl.dot(q.to(dt), sd) * qs[:, None] + tl.dot(p, und)
-                S = S * tl.exp(g_last) + tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt))
+            un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
+            und = un.to(dt)
+            o = tl.dot(q.to(dt), sd) * qs[:, None] + tl.dot(p, und)
+            S = S * tl.exp(g_last) + tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt))
             tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :],
                      o.to(o_ptr.dtype.element_ty), mask=rm[:, None])
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
@@ -899,25 +754,23 @@ def extend_config(batch: int, heads: int, v: int) -> tuple:
     split V so the scan, the only sequential part, has enough programs to cover the SMs when there
     are few sequences.
 
-    Prepare kinds: "blocks" (_gdn_prepare_kernel, ten 16×16 accumulators); "wide"
-    (_gdn_prepare_wide_kernel, one program per v-head, the inverse from ten 16×16 blocks); "nil"
-    (the same kernel, the diagonal blocks inverted as one batch and merged by four [64, 64] tf32
-    dots; "nilx3": those dots in tf32x3); a "2" ("wide2", "nil2", "nil2x3"): one program per k-head
-    doing its GROUP v-heads; "nilt", "nil2t": "nil", "nil2" with the q/k/v tiles loaded by host TMA
-    descriptors — where TMA does not apply (see _tma_ok) they fall back to "blocks" at 2 warps, the
-    previous default (not to "nil": its pointer-load form at 4 warps measured 1.2e-2..2.9e-2 on the
-    device). scan num_stages None = Triton's. Scan LEAN: 0 as is, 1 the row scales applied to the
-    products, 2 that with its tiles loaded by host TMA descriptors (falls back to 1), 3 LEAN 2 with
-    the products reordered, 4 LEAN 2 with the output as Q̂·S + P·U from the prepare's extra
-    tensors (three products a chunk instead of four; needs a "wide"/"nil" prepare, K ≤ 128, else
-    LEAN 2), 5 that with W and Q̂ stored chunk-major as one [128, K] tile a (chunk, v-head), so
-    W·S and Q̂·S are one product (two products a chunk; sm_90 3.9: 149 registers, 111 KB shared,
-    the split of the [128, BV] result stays in registers).
-    An optional eighth entry, a dict, adds launch options: "pmaxnreg" / "smaxnreg" (the prepare's /
-    the scan's register cap: more CTAs per SM), "pstages" (the prepare's num_stages).
+    Prepare kinds: "nilt" (_gdn_prepare_wide_kernel: chunk-wide [64, 64] products, q/k/v tiles by
+    host TMA descriptors) and "blocks" (_gdn_prepare_kernel, ten 16×16 accumulators, pointer loads).
+    Where TMA does not apply (see _tma_ok: gapped or misaligned q/k/v views, pre-Hopper devices)
+    "nilt" falls back to "blocks" at 2 warps without launch options. Scan LEAN: 0 the previous form,
+    1 the row scales applied to the [64, BV] products instead of the q/k tiles, 2 LEAN 1 with its
+    tiles loaded by host TMA descriptors (falls back to 1 where TMA does not apply); K > 128 always
+    runs LEAN 0 (three [64, K] tiles a stage would not fit shared memory). scan num_stages None =
+    Triton's. An optional eighth entry, a dict of launch options: "pmaxnreg", the prepare's register
+    cap (more CTAs an SM).
 
-    Default (H100 sweeps 02:10/02:16/02:43): nilt prepare at 4 warps capped at 168 registers (3 CTAs
-    an SM; 8x4096: prepare 1268 -> 1132 us) + LEAN 2 scan; the previous default is old_extend_config."""
+    Default (H100 sweeps of 02:10/02:16/02:43 UTC, Qwen3-Next shapes Hk=16, Hv=32, K=V=128, bf16):
+    "nilt" at 4 warps capped at 168 registers (3 CTAs an SM; 8x4096: prepare 1268 -> 1132 us) +
+    LEAN 2 scan: T=8K 566 us (FLA chunk 825), T=32K 2200 (FLA 2381), 8x4096 2048 (FLA 2423); the
+    previous default (old_extend_config) 690 / 2808 / 2548. Removed after those sweeps: the "wide",
+    "nil2t" and "nil" (pointer loads, 8 warps) prepares, slower everywhere measured ("nil" at 4
+    warps also 1.2e-2..2.9e-2 relative error), "wide2", "nil2", "nilx3", "nil2x3" (never faster),
+    scan LEAN 3 (= LEAN 2 within 1%) and LEAN 4/5 (wrong on the device: relative error 0.86 / inf)."""
     return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168}
 
 
@@ -926,7 +779,9 @@ def old_extend_config(batch: int, heads: int, v: int) -> tuple:
     return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 2, "blocks", None, 0
 
 
-PREPARE_KINDS = ("blocks", "wide", "wide2", "nil", "nil2", "nilx3", "nil2x3", "nilt", "nil2t")
+PREPARE_KINDS = ("blocks", "nilt")
+SCAN_FORMS = (0, 1, 2)
+LAUNCH_OPTIONS = ("pmaxnreg",)
 
 
 def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int, dict]:
@@ -937,6 +792,10 @@ def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int, d
     extra = dict(rest[3]) if len(rest) > 3 and rest[3] else {}
     if kind not in PREPARE_KINDS:
         raise ValueError(f"gdn_extend: prepare kind must be one of {PREPARE_KINDS}, got {kind!r}")
+    if lean not in SCAN_FORMS:
+        raise ValueError(f"gdn_extend: scan LEAN must be one of {SCAN_FORMS}, got {lean!r}")
+    if set(extra) - set(LAUNCH_OPTIONS):
+        raise ValueError(f"gdn_extend: launch options must be among {LAUNCH_OPTIONS}, got {sorted(extra)}")
     return bv, swarps, bk, pwarps, kind, stages, lean, extra
 
 
@@ -978,49 +837,35 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
     T, HK, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     B = cu_seqlens.shape[0] - 1
-    _, _, bk, warps, kind, _, lean, extra = _extend_options(config)
+    _, _, bk, warps, kind, _, _, extra = _extend_options(config)
     bk = min(bk, K, V)
-    if kind.endswith("t") and not all(_tma_ok(x, bk) for x in (q, k, v)):
+    if kind == "nilt" and not all(_tma_ok(x, bk) for x in (q, k, v)):
         kind, warps, extra = "blocks", 2, {}  # TMA does not apply: the previous default (see extend_config)
     launch = dict(num_warps=warps)
     if extra.get("pmaxnreg"):
         launch["maxnreg"] = extra["pmaxnreg"]
-    if extra.get("pstages"):
-        launch["num_stages"] = extra["pstages"]
     out = dict(w=torch.empty((T, HV, K), dtype=v.dtype, device=v.device),
                u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device),
                p=torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
                gc=torch.empty((T, HV), dtype=torch.float32, device=v.device),
                qn=torch.empty((T, HV), dtype=torch.float32, device=v.device),
                kn=torch.empty((T, HV), dtype=torch.float32, device=v.device))
-    if T > 0 and kind != "blocks":
-        hpp = HV // HK if kind in ("wide2", "nil2", "nil2x3", "nil2t") else 1  # "…t": TMA loads
+    if T > 0 and kind == "nilt":
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
         w = out["w"]
         if K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
             sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
         else:
             sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
-        tma = kind.endswith("t")
-        out2 = (lean - 3) if lean in (4, 5) and hpp == 1 and K <= 128 else 0  # the LEAN 4/5 scan's Q̂, P·U
-        if out2 == 1:
-            out["qh"] = torch.empty((T, HV, K), dtype=v.dtype, device=v.device)
-        if out2 == 2:  # [W; Q̂] chunk-major, a [2·64, K] block per (chunk, v-head)
-            out["wq"] = torch.empty(((triton.cdiv(T, CHUNK) + B) * 2 * CHUNK, HV, K), dtype=v.dtype, device=v.device)
-        if out2:
-            out["pu"] = torch.empty((T, HV, V), dtype=v.dtype, device=v.device)
-        descs = (None,) * 3
-        if tma:
-            from triton.tools.tensor_descriptor import TensorDescriptor
-
-            descs = tuple(TensorDescriptor(x, [T, x.shape[1] * x.shape[2]], [x.stride(0), 1], [CHUNK, bk])
-                          for x in (q, k, v))
-        _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV // hpp)](
+        descs = tuple(TensorDescriptor(x, [T, x.shape[1] * x.shape[2]], [x.stride(0), 1], [CHUNK, bk])
+                      for x in (q, k, v))
+        _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
             B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs, out.get("qh", out.get("wq")), out.get("pu"),
-            K=K, V=V, BT=CHUNK, BK=bk, TMA=tma, OUT2=out2,
-            BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), HPP=hpp, NIL=kind.startswith("nil"),
-            PREC="tf32x3" if kind.endswith("x3") else "tf32", **launch,
+            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs,
+            K=K, V=V, BT=CHUNK, BK=bk, BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), TMA=True,
+            **launch,
         )
     elif T > 0:
         _gdn_prepare_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
@@ -1037,19 +882,13 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     HK, K = q.shape[1], q.shape[2]
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
-    bv, warps, _, _, _, stages, lean, extra = _extend_options(config)
+    bv, warps, _, _, _, stages, lean, _ = _extend_options(config)
     launch = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
-    if extra.get("smaxnreg"):
-        launch["maxnreg"] = extra["smaxnreg"]
-    descs = (None,) * 7
+    descs = (None,) * 5
     if lean and K > 128:
         lean = 0  # three [64, K] tiles per stage would not fit shared memory: the previous form
-    if (lean == 4 and "qh" not in chunks) or (lean == 5 and "wq" not in chunks):
-        lean = 2  # the prepare did not make Q̂ and P·U (a fallback prepare)
-    if lean == 5 and not _tma_ok(chunks["wq"], K):
-        lean = 2
-    if lean >= 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
-                                                        (chunks["p"], CHUNK))):
+    if lean == 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
+                                                     (chunks["p"], CHUNK))):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         T = q.shape[0]
@@ -1057,19 +896,12 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
         def desc(x, cols, box):
             return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box)
 
-        descs = [desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
-                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]), None, None]
-        if lean == 4:
-            descs[5:] = desc(chunks["qh"], HV * K, [CHUNK, K]), desc(chunks["pu"], HV * V, [CHUNK, bv])
-        if lean == 5:
-            wq = chunks["wq"]
-            descs[2] = TensorDescriptor(wq, [wq.shape[0], HV * K], [wq.stride(0), 1], [2 * CHUNK, K])
-            descs[6] = desc(chunks["pu"], HV * V, [CHUNK, bv])
-    elif lean >= 2:
+        descs = (desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
+                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]))
+    elif lean == 2:
         lean = 1
     _gdn_scan_kernel[(B, HV, V // bv)](
         q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["p"], chunks["qn"], chunks["kn"], state, cu_seqlens,
         read_slots, write_slots, o, scale, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        o.stride(0), o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean,
-        BLOCK_B=triton.next_power_of_2(B) if lean == 5 else 1, **launch,
+        o.stride(0), o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean, **launch,
     )
