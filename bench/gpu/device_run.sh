@@ -22,7 +22,7 @@ for step in ${STEPS:-tests bench}; do
       PYTHONPATH=$PEERS python -m pytest -q -p no:cacheprovider -m gpu tests/gpu tests/reference tests/registry \
         --ignore=tests/gpu/test_engine_on_gpu.py 2>&1 | tail -8 | tee $OUT/pytest_kernels.txt
       PYTHONPATH=/tmp/meta:$PWD python -m pytest -q -p no:cacheprovider -m gpu -s tests/gpu/test_engine_on_gpu.py \
-        tests/engine 2>&1 | grep -E "fp32 page|bf16 \(|passed|failed|Error" | tee $OUT/pytest_engine.txt ;;
+        tests/engine/test_cuda_graphs.py 2>&1 | grep -E "fp32 page|bf16 \(|passed|failed|Error" | tee $OUT/pytest_engine.txt ;;
     bench)
       PYTHONPATH=$PEERS python bench/gpu_ops.py --out $OUT ${BENCH_ARGS:-} > $OUT/bench.txt 2>&1; echo "bench rc=$?"
       grep -v "^sweep\|^# \|^{" $OUT/bench.txt | tail -60 ;;
