@@ -86,21 +86,19 @@ def test_kernel_matches_reference_under_interpreter(results, index):
 
 # Launch variants in elementwise.py that the registered defaults don't take: qk_norm_rope's rows
 # kernel at other shapes (head rows flattened, q and k blocks in one grid; partial and full rotary,
-# both styles, row blocks that straddle tokens), its previous token kernel, and kv_cache_write_split
-# (k and v as separate programs).
+# both styles, row blocks that straddle tokens) and its previous token kernel.
 VARIANT_CASES = [
     ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="neox", offset=1.0), dict(variant="rows4w2")),
     ("qk_norm_rope", dict(T=3, Hq=4, Hk=2, D=32, rot=16, style="gptj"), dict(variant="rows8w4e")),
     ("qk_norm_rope", dict(T=2, Hq=2, Hk=1, D=32, rot=32, style="neox", offset=1.0), dict(variant="rows2w1")),
     ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="gptj", offset=1.0), dict(variant="token")),
-    ("kv_cache_write", dict(T=7, Hk=3, D=16, DV=8, page=4, kv_lens=[8, 8]), dict(block_t=4, num_warps=2)),
 ]
 
-# CHILD, with the unregistered kv_cache_write variant in place of the registered kernel
+# CHILD, with qk_norm_rope's variants reachable through its keyword arguments
 VARIANT_CHILD = CHILD.replace(
     "fns = {op: fn for op, fn, _ in kernels()}",
     "from tokenyard.backends.nvidia import elementwise\n"
-    "fns = {'qk_norm_rope': elementwise.qk_norm_rope, 'kv_cache_write': elementwise.kv_cache_write_split}",
+    "fns = {'qk_norm_rope': elementwise.qk_norm_rope}",
 )
 assert VARIANT_CHILD != CHILD
 

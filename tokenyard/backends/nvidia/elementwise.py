@@ -12,7 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import _copy_rows  # the kv_cache_write row copy, shared by the split variant
 
 
 def _rows_per_program(d_block: int, target: int = 4096) -> int:
@@ -342,55 +341,3 @@ def silu_and_mul(*, x):
     if T > 0:
         _silu_and_mul_kernel[(T, triton.cdiv(I, block))](x2, y, I, x2.stride(0), y.stride(0), BLOCK=block, num_warps=4)
     return y.view(*x.shape[:-1], I)
-
-
-# --- kv_cache_write variant (the op's kernel lives in attention.py) ------------------------------
-# The same copy of each token's [Hk, D] row into the paged cache (slot -1: skipped), but k and v as
-# separate programs on a 2D grid (token block, k|v): half the registers and twice the independent
-# programs of attention._kv_cache_write_kernel (whose row copy it reuses), which copies both in one
-# program. Not registered; bench/gpu/sweep_elementwise.py times it against the registered kernel.
-
-
-@triton.jit
-def _kv_cache_write_split_kernel(
-    k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, T, HK, D, DV,
-    stride_kt, stride_kh, stride_vt, stride_vh,
-    stride_kcp, stride_kcs, stride_kch, stride_vcp, stride_vcs, stride_vch,
-    PAGE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_HD: tl.constexpr, BLOCK_HDV: tl.constexpr,
-):
-    t = (tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
-    slot = tl.load(slot_ptr + t, mask=t < T, other=-1)
-    ok = slot >= 0
-    page = slot // PAGE
-    row = slot % PAGE
-    if tl.program_id(1) == 0:
-        _copy_rows(k_ptr, kc_ptr, t, ok, page, row, HK, D, stride_kt, stride_kh, stride_kcp, stride_kcs, stride_kch,
-                   BLOCK_HD)
-    else:
-        _copy_rows(v_ptr, vc_ptr, t, ok, page, row, HK, DV, stride_vt, stride_vh, stride_vcp, stride_vcs, stride_vch,
-                   BLOCK_HDV)
-
-
-def launch_kv_cache_write(kernel, grid_y, *, k, v, k_cache, v_cache, slot_mapping, block_t, num_warps):
-    """Launch a kv_cache_write kernel of attention._kv_cache_write_kernel's signature on a
-    (token blocks, grid_y) grid."""
-    T, HK, D = k.shape
-    DV = v.shape[2]
-    if k.stride(-1) != 1 or v.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("kv_cache_write: k, v and the caches must be contiguous in their last dim")
-    if T > 0:
-        kernel[(triton.cdiv(T, block_t), grid_y)](
-            k, v, k_cache, v_cache, slot_mapping, T, HK, D, DV,
-            k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-            PAGE=k_cache.shape[1], BLOCK_T=block_t, BLOCK_HD=triton.next_power_of_2(HK * D),
-            BLOCK_HDV=triton.next_power_of_2(HK * DV), num_warps=num_warps,
-        )
-    return None
-
-
-def kv_cache_write_split(*, k, v, k_cache, v_cache, slot_mapping, block_t=2, num_warps=4):
-    """kv_cache_write with k and v in separate programs; block_t tokens a program."""
-    return launch_kv_cache_write(_kv_cache_write_split_kernel, 2, k=k, v=v, k_cache=k_cache, v_cache=v_cache,
-                                 slot_mapping=slot_mapping, block_t=block_t, num_warps=num_warps)
