@@ -66,16 +66,19 @@ for op, shape, *launch in json.loads(sys.argv[2]):
 """
 
 
+def run_child(child: str, cases: list) -> list:
+    """Run `cases` through a child script under TRITON_INTERPRET=1; one result dict per case."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", child, str(GPU_TESTS), json.dumps(cases)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(cases), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    return lines
+
+
 @pytest.fixture(scope="module")
 def results() -> list:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(GPU_TESTS), json.dumps(CASES)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == len(CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
-    return lines
+    return run_child(CHILD, CASES)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{case[0]}-{i}" for i, case in enumerate(CASES)])
@@ -105,14 +108,7 @@ assert VARIANT_CHILD != CHILD
 
 @pytest.fixture(scope="module")
 def variant_results() -> list:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", VARIANT_CHILD, str(GPU_TESTS), json.dumps(VARIANT_CASES)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == len(VARIANT_CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
-    return lines
+    return run_child(VARIANT_CHILD, VARIANT_CASES)
 
 
 @pytest.mark.parametrize("index", range(len(VARIANT_CASES)),
@@ -152,14 +148,7 @@ GDN_VARIANT_CASES = [
 
 @pytest.fixture(scope="module")
 def gdn_variant_results() -> list:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(GPU_TESTS), json.dumps(GDN_VARIANT_CASES)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == len(GDN_VARIANT_CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
-    return lines
+    return run_child(CHILD, GDN_VARIANT_CASES)
 
 
 @pytest.mark.parametrize("index", range(len(GDN_VARIANT_CASES)),
@@ -196,13 +185,7 @@ assert GDN_FALLBACK_CHILD != CHILD
 
 @pytest.mark.parametrize("index", range(len(GDN_FALLBACK_CASES)), ids=[str(i) for i in range(len(GDN_FALLBACK_CASES))])
 def test_gdn_extend_falls_back_without_tma_under_interpreter(index):
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", GDN_FALLBACK_CHILD, str(GPU_TESTS), json.dumps(GDN_FALLBACK_CASES[index:index + 1])],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, f"child process failed:\n{proc.stdout}\n{proc.stderr}"
+    lines = run_child(GDN_FALLBACK_CHILD, GDN_FALLBACK_CASES[index:index + 1])
     assert lines[0]["ok"], f"{GDN_FALLBACK_CASES[index]}: {lines[0]['error']}"
 
 
@@ -245,14 +228,7 @@ assert ATTN_CHILD != CHILD
 
 @pytest.fixture(scope="module")
 def attn_variant_results() -> list:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", ATTN_CHILD, str(GPU_TESTS), json.dumps(ATTN_VARIANT_CASES)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == len(ATTN_VARIANT_CASES), f"child process failed:\n{proc.stdout}\n{proc.stderr}"
-    return lines
+    return run_child(ATTN_CHILD, ATTN_VARIANT_CASES)
 
 
 @pytest.mark.parametrize("index", range(len(ATTN_VARIANT_CASES)),
