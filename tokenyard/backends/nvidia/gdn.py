@@ -663,6 +663,21 @@ def _gdn_prepare_wide_kernel(
     _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
 
 @triton.jit
+def _scan_chunk(bos, eos, c, r, gc_ptr, HV, hv, BT: tl.constexpr):
+    """Chunk c of a sequence in the scan: its first row, rows (int64), row mask, (row, v-head)
+    index, cumulative gates γ and the chunk's last γ."""
+    t0 = bos + c * BT
+    rows = t0 + r
+    rm = rows < eos
+    rows = rows.to(tl.int64)
+    hrow = rows * HV + hv
+    last = tl.minimum(t0 + BT, eos) - 1
+    gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
+    g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
+    return t0, rows, rm, hrow, gc, g_last
+
+
+@triton.jit
 def _gdn_scan_kernel(
     q_ptr, k_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
     HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
@@ -684,14 +699,7 @@ def _gdn_scan_kernel(
     dt = w_ptr.dtype.element_ty
     if LEAN == 0:
         for c in range(0, tl.cdiv(eos - bos, BT)):
-            t0 = bos + c * BT
-            rows = t0 + r
-            rm = rows < eos
-            rows = rows.to(tl.int64)
-            hrow = rows * HV + hv
-            last = tl.minimum(t0 + BT, eos) - 1
-            gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
-            g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
+            t0, rows, rm, hrow, gc, g_last = _scan_chunk(bos, eos, c, r, gc_ptr, HV, hv, BT)
             w = tl.load(w_ptr + hrow[:, None] * K + ks[None, :], mask=rm[:, None], other=0.0)
             u = tl.load(u_ptr + hrow[:, None] * V + vs[None, :], mask=rm[:, None], other=0.0)
             sd = S.to(dt)
@@ -711,14 +719,7 @@ def _gdn_scan_kernel(
         # and k), and the [BT, K] tiles loaded through host TMA descriptors (LEAN == 2) instead of
         # [BT, K] tensors of 64-bit addresses
         for c in range(0, tl.cdiv(eos - bos, BT)):
-            t0 = bos + c * BT
-            rows = t0 + r
-            rm = rows < eos
-            rows = rows.to(tl.int64)
-            hrow = rows * HV + hv
-            last = tl.minimum(t0 + BT, eos) - 1
-            gc = tl.load(gc_ptr + hrow, mask=rm, other=0.0)
-            g_last = tl.load(gc_ptr + last.to(tl.int64) * HV + hv)
+            t0, rows, rm, hrow, gc, g_last = _scan_chunk(bos, eos, c, r, gc_ptr, HV, hv, BT)
             if LEAN == 2:
                 # host TMA descriptors over all T rows: rows past eos belong to the next sequence
                 # (or read zero past T); harmless, as kscale (masked) is 0 there, P is lower
