@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpu_ops import ceilings  # noqa: E402
 from tests.engine.conftest import write_byte_tokenizer  # noqa: E402
 from tokenyard.engine import LLMEngine, SamplingParams  # noqa: E402
 
@@ -56,15 +58,6 @@ def model_dir(name: str) -> Path:
     (path / "config.json").write_text(json.dumps(model_config(name)))
     write_byte_tokenizer(path)   # ids beyond its 260 tokens decode to nothing: ids are what is timed
     return path
-
-
-def copy_bandwidth() -> float:
-    import triton.testing
-
-    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    y = torch.empty_like(x)
-    ms = triton.testing.do_bench(lambda: y.copy_(x))
-    return 2 * x.numel() / ms / 1e9   # TB/s, bytes read + written
 
 
 def streamed_weight_bytes(path: Path) -> int:
@@ -204,7 +197,7 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(0)
     path = model_dir(args.model)
-    ceiling = copy_bandwidth()
+    ceiling = ceilings()["copy_TBps"]
     ours = engine_numbers(path, rng, args.turns, args.first_turn, args.profile)
     print(json.dumps(ours), flush=True)
     peer = None if args.no_peer else transformers_numbers(args.model, rng)

@@ -31,9 +31,11 @@ from triton.testing import do_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 import cases  # noqa: E402
+from gpu_ops import ceilings  # noqa: E402
 
 from tokenyard.backends.nvidia import attention, elementwise  # noqa: E402
 
@@ -56,15 +58,6 @@ def qk_bytes(a: dict) -> float:
 
 def kv_bytes(a: dict) -> float:
     return 2.0 * sum(a[n].numel() * a[n].element_size() for n in ("k", "v"))
-
-
-def copy_ceiling() -> float:
-    src = torch.empty(1 << 30, dtype=torch.uint8, device=DEV).random_()
-    dst = torch.empty_like(src)
-    best = min(do_bench(lambda: dst.copy_(src), warmup=25, rep=150, return_mode="median") for _ in range(2))
-    del src, dst
-    torch.cuda.empty_cache()
-    return 2 * (1 << 30) / (best * 1e-3) / 1e12
 
 
 def measure(op: str, label: str, variant: str, shape: dict, fn, amount, ceiling: float, rows: list,
@@ -113,7 +106,7 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     props = torch.cuda.get_device_properties(0)
-    ceiling = copy_ceiling()
+    ceiling = ceilings()["copy_TBps"]
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": props.name,
             "torch": torch.__version__, "triton": triton.__version__, "copy_TBps": ceiling}
     print(json.dumps(meta), flush=True)

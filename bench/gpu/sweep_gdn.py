@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 import cases  # noqa: E402
-from gpu_ops import QWEN_GDN, fla_chunk, fla_recurrent, gdn_extend_flops, gdn_state_bytes  # noqa: E402
+from gpu_ops import QWEN_GDN, ceilings, fla_chunk, fla_recurrent, gdn_extend_flops, gdn_state_bytes  # noqa: E402
 
 from tokenyard.backends.nvidia import gdn  # noqa: E402
 
@@ -108,17 +108,6 @@ def extend_config(batch: int, name: str) -> tuple:
         for key, val in over.items():
             base[key] = {**(base.get(key) or {}), **val} if key == "extra" else val
     return tuple(base[f] for f in FIELDS)
-
-
-def ceilings() -> dict:
-    src = torch.empty(1 << 29, dtype=torch.uint8, device=DEV).random_()
-    dst = torch.empty_like(src)
-    t_copy = do_bench(lambda: dst.copy_(src), warmup=10, rep=60, return_mode="median")
-    del src, dst
-    a = torch.randn(8192, 8192, device=DEV, dtype=BF16)
-    b = torch.randn(8192, 8192, device=DEV, dtype=BF16)
-    t_mm = do_bench(lambda: a @ b, warmup=10, rep=60, return_mode="median")
-    return {"copy_TBps": 2 * (1 << 29) / (t_copy * 1e-3) / 1e12, "matmul_TFLOPs": 2 * 8192**3 / (t_mm * 1e-3) / 1e12}
 
 
 def bench_ms(fn, graph: bool) -> float:
