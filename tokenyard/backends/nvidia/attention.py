@@ -348,18 +348,8 @@ def _extend_block(
     if TMA:
         k = _kv_tile_tma(k_desc, pt_row, hk, start_n, PAGE, D)
         s = tl.dot(q, tl.trans(k))
-        if MASK:  # (kept apart from _softmax_step: the default kernel's code, as measured, unchanged)
-            offs_n = start_n + tl.arange(0, BN)
-            s = tl.where((offs_n[None, :] <= qpos[:, None]) & (offs_n < kv_len)[None, :], s * qk_scale,
-                         float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees no key yet (split-K)
-            p = tl.exp2(s - m_use[:, None])
-            alpha = tl.exp2(m_i - m_use)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-            p = tl.exp2(s * qk_scale - m_new[:, None])
-            alpha = tl.exp2(m_i - m_new)
+        offs_n = start_n + tl.arange(0, BN)
+        p, alpha, m_new = _softmax_step(s, m_i, qk_scale, offs_n, qpos, kv_len, MASK)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _kv_tile_tma(v_desc, pt_row, hk, start_n, PAGE, DV)
         if MASK:  # rows past the sequence's end are whatever the page holds: p = 0 there, v must be finite
