@@ -481,9 +481,10 @@ def extend_splits(programs: int, max_keys: int, block_n: int, sms: int) -> int:
 
 
 def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
-    """(BM, BN, num_warps, num_stages) by head dim, from the H100 sweeps: the fp32 accumulator
-    [BM, DV] and the K/V stages must fit (BN=128 at d=256 needs 320 KB of smem). d=128 with the
-    two-box TMA tile: 3 stages 19.9 ms at T=32K against 20.3 with 2 (equal at T=8K)."""
+    """(BM, BN, num_warps, num_stages) by head dim, from the H100 sweeps (bench/gpu/sweep_attention.py,
+    FA3 in the same run): the fp32 accumulator [BM, DV] and the K/V stages must fit (BN=128 at d=256
+    needs 320 KB of smem). d=128 with the two-box TMA tile: 3 stages 19.9 ms at T=32K against 20.3
+    with 2 (equal at T=8K)."""
     if max(d, dv) > 128:
         return 128, 64, 8, 3
     return 128, 128, 8, 3
@@ -492,9 +493,10 @@ def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
 def extend_layout(d: int, dv: int) -> tuple[str, bool]:
     """(K/V tile form, every head's heaviest block before the next block) by head dim, from the
     H100 sweeps (bench/RESULTS.md, T=8K causal): at d=256 one TMA box a tile in that order 1095 µs,
-    in head order 1144, gathered 1516; at d=128 (sweep of 02:30 UTC, 32/8 heads, page 64) two
-    per-page TMA boxes a tile 1326 µs (T=32K: 19.9 ms), gathered 1625 (22.9 ms), gathered with int32
-    row offsets 1538, one TMA box of BN=64 1503; the program order made no difference there."""
+    in head order 1144, gathered 1516; at d=128 (bench/gpu/sweep_attention.py, 2026-11-23 02:30 UTC,
+    32/8 heads, page 64) two per-page TMA boxes a tile 1326 µs (T=32K: 19.9 ms), gathered 1625
+    (22.9 ms), gathered with int32 row offsets 1538, one TMA box of BN=64 1503 (FA3 976 in the same
+    run); the program order made no difference there."""
     wide = max(d, dv) > 128
     return ("tma" if wide else "tma2"), wide
 
@@ -521,8 +523,9 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     per-page TMA boxes of BN/2 rows, one softmax step over both; page % (BN/2) == 0, else "lean");
     partials: "fp32" or "half" (the activation dtype) for the split-K partial outputs; fuse_merge: the
     last split of a tile to finish (atomic counter) merges the partials instead of a second kernel.
-    Agentic turn (800 queries over 32K cached, 16/2x256, sweep of 02:30 UTC): fp32 partials and a
-    merge kernel 970 µs, half partials 961, fused merge 949, both 904 (FA3 769)."""
+    Agentic turn (800 queries over 32K cached, 16/2x256; bench/gpu/sweep_attention.py on the H100,
+    2026-11-23 02:30 UTC): fp32 partials and a merge kernel 970 µs, half partials 961, fused merge
+    949, both 904 (FA3 769 in the same run)."""
     T, HQ, D = q.shape
     HK, DV = k_cache.shape[2], v_cache.shape[3]
     page = k_cache.shape[1]

@@ -271,8 +271,9 @@ def _qk_norm_rope_rows_kernel(
 
 # Launch variants reachable by name (bench/gpu/sweep_elementwise.py times them):
 #   rows{R}w{W}[e]   the rows kernel, R head rows a program, W warps, e = evict-first loads/stores;
-#                    rows8w4 is the default: H100 sweep of 02:09 UTC, 16/2x256 rot64 T=4096 32.7 us
-#                    (token 38.4, a copy of the same 75 MB 31.5), T=16384 115.1 (token 134.5);
+#                    rows8w4 is the default: bench/gpu/sweep_elementwise.py on the H100,
+#                    2026-11-23 02:09 UTC, 16/2x256 rot64 T=4096 32.7 us (token 38.4, a copy
+#                    of the same 75 MB 31.5), T=16384 115.1 (token 134.5);
 #                    32/8x128 rot128 T=4096 36.4 (38.2), T=16384 125.7 (131.4)
 #   token            one program a token, q heads then k heads (the previous default)
 # A persistent rows kernel (C programs an SM, the next block's loads issued before this block's

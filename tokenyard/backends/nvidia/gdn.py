@@ -7,12 +7,14 @@ zeros, write slot −1 writes nothing, every read of a slot precedes the write o
 is in place. No kernel here reads a device value on the host: decode ops are graph-capturable and
 extend ops launch without a sync (varlen chunk indices are found in-kernel from cu_seqlens).
 
-gdn_extend keeps only the forms the H100 sweeps (02:10/02:16/02:43 UTC) support: the default
-"nilt" prepare (_gdn_prepare_wide_kernel, TMA loads, 4 warps, 168-register cap) + LEAN 2 scan
-(TMA loads) — T=8K 566 µs against FLA's 825, T=32K 2200 against 2381, 8×4096 2048 against 2423;
-the 168 cap took the 8×4096 prepare from 1268 to 1132 µs — their fallbacks where TMA does not apply
-("blocks" prepare at 2 warps, LEAN 1 scan; K > 128: LEAN 0), and old_extend_config ("blocks" +
-LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline. extend_config lists what was removed.
+gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
+2026-11-23 02:10/02:16/02:43 UTC) support: the default "nilt" prepare (_gdn_prepare_wide_kernel,
+TMA loads, 4 warps, 168-register cap) + LEAN 2 scan (TMA loads) — T=8K 566 µs against FLA's 825,
+T=32K 2200 against 2381, 8×4096 2048 against 2423; the 168 cap took the 8×4096 prepare from 1268
+to 1132 µs — their fallbacks where TMA does not apply ("blocks" prepare at 2 warps, LEAN 1 scan;
+K > 128: LEAN 0), and old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps'
+A/B baseline; the default applies at K = V = 128 only (extend_config says why). extend_config
+lists what was removed.
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ def _gdn_decode_kernel(
 def decode_config(batch: int, heads: int, v: int) -> tuple:
     """(BV, num_warps[, state eviction policy]) for gdn_decode: enough programs to cover the SMs at
     small batch, wide 16-byte rows at large batch. Small batch: one warp with the state kept in L2
-    (evict_last): B=1 3.0 µs against 3.1 at (16, 2) (H100 sweep 02:10)."""
+    (evict_last): B=1 3.0 µs against 3.1 at (16, 2) (bench/gpu/sweep_gdn.py on the H100, 2026-11-23 02:10 UTC)."""
     if batch * heads <= 64:
         return min(v, 16), 1, "evict_last"
     if batch * heads <= 512:
@@ -765,7 +767,8 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     Triton's. An optional eighth entry, a dict of launch options: "pmaxnreg", the prepare's register
     cap (more CTAs an SM).
 
-    Default (H100 sweeps of 02:10/02:16/02:43 UTC, Qwen3-Next shapes Hk=16, Hv=32, K=V=128, bf16):
+    Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, 2026-11-23 02:10/02:16/02:43
+    UTC, Qwen3-Next shapes Hk=16, Hv=32, K=V=128, bf16):
     "nilt" at 4 warps capped at 168 registers (3 CTAs an SM; 8x4096: prepare 1268 -> 1132 us) +
     LEAN 2 scan: T=8K 566 us (FLA chunk 825), T=32K 2200 (FLA 2381), 8x4096 2048 (FLA 2423); the
     previous default (old_extend_config) 690 / 2808 / 2548. Removed after those sweeps: the "wide",

@@ -4,7 +4,8 @@ accumulation, the output in the activation dtype.
 Owns the op's fast path for plain weights; NVFP4 weights are declined (the reference dequantizes
 them). The reference gemm computes in fp32 as the oracle, which on a GPU means converting every
 weight to fp32 on every call: about 4x the bytes of a bf16 decode step and CUDA-core FLOPs for
-prefill (seen as sm80_xmma_gemm_f32f32 kernels taking 73% of an engine step, bench/RESULTS.md).
+prefill (sm80_xmma_gemm_f32f32 kernels took 73% of the CUDA time of an agentic turn on an H100:
+`bench/gpu/engine_gpu.py --model qwen3-8b --profile`, 2026-11-23 02:41 UTC).
 """
 
 from __future__ import annotations
