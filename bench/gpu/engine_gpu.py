@@ -76,7 +76,7 @@ def chosen_kernels() -> dict:
     from tokenyard.registry import get_registry
 
     chosen: dict = {}
-    for sel in get_registry()._choices.values():
+    for sel in get_registry().selections():
         chosen.setdefault(sel.op, {})[sel.chosen.key] = sel.how
         if sel.how == "fastest" and sel.chosen.backend == "reference":
             losers = {c.record.key: c.check_failure or (f"{c.time_ms:.3f} ms" if c.time_ms is not None else c.reason)

@@ -293,3 +293,10 @@ def test_an_fp32_output_of_bf16_inputs_is_checked_at_the_bf16_tolerance(registry
     bf16_args = {"q": torch.zeros(2, dtype=torch.bfloat16), "state": torch.zeros(2)}
     assert tolerance(spec, torch.float32, bf16_args) == spec.rtol[torch.bfloat16]
     assert tolerance(spec, torch.float32, {"q": torch.zeros(2), "state": torch.zeros(2)}) == spec.rtol[torch.float32]
+
+
+def test_selections_lists_every_call_site_chosen(registry):
+    first = registry.select("silu_and_mul", x_args(T=8))
+    second = registry.select("silu_and_mul", x_args(T=4096))
+    assert first.key != second.key
+    assert sorted(s.key for s in registry.selections()) == sorted([first.key, second.key])

@@ -286,6 +286,11 @@ class Registry:
     def dispatch(self, op: str, args: dict, kernel: Optional[str] = None) -> Any:
         return self.select(op, args, kernel).chosen.fn(**args)
 
+    def selections(self) -> list[Selection]:
+        """Every kernel choice made so far, one per call site (for reports and benchmarks)."""
+        with self._lock:
+            return list(self._choices.values())
+
     def clear_choices(self) -> None:
         self._choices.clear()
         self._by_signature.clear()
