@@ -26,7 +26,7 @@ import random
 import pytest
 import torch
 
-from tests.engine.conftest import make_tiny
+from tests.engine.conftest import make_tiny, run
 from tests.engine.tiny_configs import BUILDERS
 from tokenyard.engine import LLMEngine, SamplingParams
 from tokenyard.registry import get_registry, use_kernel
@@ -67,18 +67,10 @@ def _engine(path, dtype, **kw) -> LLMEngine:
 
 
 def _run(engine: LLMEngine, prompts: list[list[int]]) -> list:
-    params = SamplingParams(max_tokens=TOKENS, temperature=0, ignore_eos=True, logprobs=0)
-    for i, p in enumerate(prompts):
-        engine.add_request(f"r{i}", p, params)
-    done = {}
-    while engine.has_unfinished_requests():
-        for out in engine.step():
-            if out.finished:
-                done[out.request_id] = out
-    stats = engine.stats()   # everything released (cached prefixes stay evictable, counted free)
-    assert stats["running"] == stats["waiting"] == 0
-    assert stats["free_pages"] == stats["total_pages"] and stats["free_slots"] == stats["total_slots"]
-    return [done[f"r{i}"] for i in range(len(prompts))]
+    """Greedy TOKENS tokens with logprobs for each prompt, through the engine tests' runner (which
+    also checks that every page and state slot is released)."""
+    final = run(engine, prompts, SamplingParams(max_tokens=TOKENS, temperature=0, ignore_eos=True, logprobs=0))
+    return [final[f"r{i}"] for i in range(len(prompts))]
 
 
 def _deviations(exact, prompt: list[int], out) -> tuple[torch.Tensor, torch.Tensor]:
