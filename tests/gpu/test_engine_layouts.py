@@ -42,9 +42,11 @@ def _engine_gdn_args(lens, hk, hv, dk, dv, pool):
 @pytest.mark.parametrize("form", ["default", "tma"])
 @pytest.mark.parametrize("hk,hv,dk,dv", [(2, 4, 16, 16), (2, 4, 32, 32), (16, 32, 128, 128)])
 def test_gdn_extend_on_engine_layout_with_nan_pools(hk, hv, dk, dv, form):
-    """form "tma": the TMA prepare + scan (the default only at K = V = 128) forced at every head
-    dim: the engine's bf16 test went NaN on the tiny hybrid checkpoints (K = V = 16/32) with it as
-    the default everywhere (bench/RESULTS.md), and this is the kernel-level check of that path."""
+    """form "tma": the TMA prepare + scan (the default only at K = V = 128) asked for at every head
+    dim. With it as the default everywhere the engine's bf16 test went NaN on the tiny hybrid
+    checkpoints; this test found the cause on the H100 (2026-11-23): the "nilt" prepare with
+    [64, 16] tiles (K = V = 16) wrote NaN into W and U, at 32 and up it is right. gdn.prepare now
+    takes the "blocks" prepare below 32-column tiles, so at K = 16 this checks that fallback."""
     from tokenyard.backends.nvidia import gdn
 
     lens = [3, 77, 300, 1, 64, 129]

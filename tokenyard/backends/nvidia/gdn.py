@@ -775,13 +775,16 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     "nil2t" and "nil" (pointer loads, 8 warps) prepares, slower everywhere measured ("nil" at 4
     warps also 1.2e-2..2.9e-2 relative error), "wide2", "nil2", "nilx3", "nil2x3" (never faster),
     scan LEAN 3 (= LEAN 2 within 1%) and LEAN 4/5 (wrong on the device: relative error 0.86 / inf).
+    Measured and removed later (sweep of 04:25 UTC): a scan on Sᵀ [BV, K] whose chain products take
+    their A operand from registers (no shared-memory round trip on the chain): T=32K scan 1650 µs
+    (BV 32, mma.sync) to 2410 µs (BV 64/128, wgmma, 160 B of spills) against LEAN 2's 942.
 
-    Only at K = V = 128: that is the shape the sweeps and the engine on the H100 (Qwen3.5-9B
-    shapes, the registry's reference check at 2.6e-3, FLA's 2.5e-3) verified. In the engine test
-    of 03:08 UTC on tiny checkpoints (K = V = 16 and 32, bf16) the hybrid models' outputs went NaN
-    with this default, where the same test passed at 02:09 with old_extend_config; the cause was
-    not isolated before the session's device time ended (tests/gpu/test_engine_layouts.py is the
-    kernel-level test written for it, not yet run), so other head dims keep the previous default."""
+    Only at K = V = 128, the shape the sweeps timed (and the engine on Qwen3.5-9B shapes ran, the
+    registry's reference check at 2.6e-3, FLA's 2.5e-3). "nilt" below 32-column tiles falls back to
+    "blocks" in prepare(): with [64, 16] tiles (K = V = 16, the tiny test checkpoints) it wrote NaN
+    into W and U on the H100 (tests/gpu/test_engine_layouts.py, 2026-11-23; K = 32, 64 and 128
+    right on the same engine layouts, memcheck clean), which is what turned the engine's bf16 test
+    NaN at 03:08 UTC when this form was the default everywhere."""
     if k != 128 or v != 128:
         return old_extend_config(batch, heads, v)
     return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168}
@@ -852,8 +855,11 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
     B = cu_seqlens.shape[0] - 1
     _, _, bk, warps, kind, _, _, extra = _extend_options(config)
     bk = min(bk, K, V)
-    if kind == "nilt" and not all(_tma_ok(x, bk) for x in (q, k, v)):
-        kind, warps, extra = "blocks", 2, {}  # TMA does not apply: the previous default (see extend_config)
+    # "nilt" with [64, 16] tiles (K or V = 16) wrote NaN into every W and U row on the H100 (Triton 3.6;
+    # P, γ and the norms right; K = 32, 64, 128 right on the same engine layouts; memcheck clean):
+    # below 32-column tiles, and where TMA does not apply, the previous default (see extend_config)
+    if kind == "nilt" and (bk < 32 or not all(_tma_ok(x, bk) for x in (q, k, v))):
+        kind, warps, extra = "blocks", 2, {}
     launch = dict(num_warps=warps)
     if extra.get("pmaxnreg"):
         launch["maxnreg"] = extra["pmaxnreg"]
@@ -896,6 +902,7 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
     bv, warps, _, _, _, stages, lean, _ = _extend_options(config)
+    bv = min(bv, V)
     launch = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
     descs = (None,) * 5
     if lean and K > 128:
