@@ -119,19 +119,25 @@ def test_launch_variant_matches_reference_under_interpreter(variant_results, ind
 
 
 # gdn.py's extend forms (bench/gpu/sweep_gdn.py times them): the default "nilt" prepare (64-row
-# dots, q/k/v by TMA descriptor; the inverse's scratch aliases W when K is wide enough, else a spare
-# buffer) with its register cap, the scan's LEAN forms (2: host TMA descriptors, 1: pointer loads
+# dots, q/k/v by TMA descriptor, the inverse's diagonal blocks in registers, v-head-major grid; the
+# previous form's scratch aliases W when K is wide enough, else a spare buffer; below 32-column
+# tiles the "blocks" fallback) with its register cap, the scan's LEAN forms (2: host TMA descriptors, 1: pointer loads
 # with the row scales on the products, 0: the previous form, also what K > 128 runs), the old
 # default ("blocks" prepare + LEAN 0), the sweep's launch shapes, decode's eviction hint.
 # Varlen with initial states, odd lengths, fresh and skipped slots. Config: (scan BV, scan warps,
 # prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN[, launch options]).
-GDN_DEFAULT = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168})
+GDN_DEFAULT = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv"})
+GDN_SCRATCH = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168})  # the inverse through the global scratch
 GDN_VARIANT_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=GDN_DEFAULT)),
     ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=GDN_DEFAULT)),
     ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True),
      dict(config=(16, 4, 16, 4, "nilt", 2, 2, {"pmaxnreg": 168}))),
     ("gdn_extend", dict(lens=[67], Hk=1, Hv=2, K=128, V=128, l2norm=False), dict(config=(32, 4, 32, 4, "nilt", None, 2))),
+    ("gdn_extend", dict(lens=[67, 64, 2], Hk=1, Hv=2, K=128, V=128), dict(config=GDN_DEFAULT)),
+    ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=GDN_SCRATCH)),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 2, {"pinv": "reg"}))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 2, {"pgrid": "hv"}))),
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=(32, 4, 64, 8, "nilt", 2, 2, {"pmaxnreg": 128}))),
     ("gdn_extend", dict(lens=[2, 65], Hk=2, Hv=4, K=64, V=32, resume=False), dict(config=(32, 4, 32, 4, "nilt", 1, 1))),
     ("gdn_extend", dict(lens=[65, 2], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 4, "nilt", None, 0))),

@@ -14,7 +14,7 @@ device) runs only with --risky, in a child process of its own; if the context is
 remaining variants run in a fresh child process.
 
 Variant names: "default" is the backend's current launch (gdn.extend_config: "nilt" prepare at 4
-warps capped at 168 registers + LEAN 2 scan; gdn.decode_config), "old default" the previous one
+warps capped at 128 registers, inverse in registers, v-head-major grid + LEAN 2 scan; gdn.decode_config), "old default" the previous one
 (gdn.old_extend_config: "blocks" prepare at 2 warps, LEAN 0 scan); extend variants override entries
 of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan
 num_stages, scan LEAN form, launch options): "p:*" change the prepare launch only, "s:*" the scan
@@ -50,7 +50,7 @@ BF16 = torch.bfloat16
 DEV = "cuda"
 if os.environ.get("SWEEP_GDN_DRYRUN"):  # CPU check of the script's logic: TRITON_INTERPRET=1, tiny shapes
     BF16, DEV = torch.float32, "cpu"
-    QWEN_GDN = dict(Hk=1, Hv=2, K=16, V=16)
+    QWEN_GDN = dict(Hk=1, Hv=2, K=32, V=32)  # the nilt prepare needs 32-column tiles
 FIELDS = ("bv", "sw", "bk", "pw", "kind", "stages", "lean", "extra")
 T_START = time.time()
 MAX_ERR = 1e-2  # a variant above this is reported but never "best" (the good ones sit at 3.4e-3)
@@ -59,14 +59,19 @@ MAX_ERR = 1e-2  # a variant above this is reported but never "best" (the good on
 # Only the kept forms (gdn.PREPARE_KINDS, gdn.SCAN_FORMS): the LEAN 3/4/5 scans and the wide/nil*
 # prepares other than "nilt" were removed from gdn.py after the sweeps of 02:10/02:16/02:43 UTC.
 EXTEND_VARIANTS = {
-    "default": {},  # nilt w4 r168 + LEAN 2
+    "default": {},  # nilt w4 r128 pinv pgrid + LEAN 2
     "old default": "old",  # blocks w2 + LEAN 0
-    # the prepare's register cap: 185 registers at 4 warps uncapped = 2 CTAs/SM (the default until
-    # 02:43: 8x4096 prepare 1268 us, capped at 168 1132); cap 128 -> 4 CTAs/SM, 216 B stack (1193 us)
+    # the prepare's register cap (the default's 128: 4 CTAs/SM): uncapped 166 registers = 3 CTAs/SM
     "p:nilt w4 nocap": dict(extra={"pmaxnreg": None}),
-    "p:nilt w4 r128": dict(extra={"pmaxnreg": 128}),
-    "p:nilt w4 r168 bk64": dict(bk=64),  # half the K-loop trips, [64, 64] TMA boxes
-    "p:nilt w8 r128": dict(pw=8, extra={"pmaxnreg": 128}),  # 2 CTAs of 8 warps
+    "p:nilt w4 bk64": dict(bk=64),  # half the K-loop trips, [64, 64] TMA boxes
+    "p:nilt w8 r128": dict(pw=8),  # 2 CTAs of 8 warps
+    # the default before 05:30 UTC: the inverse's diagonal blocks through a global scratch (ncu, T=32K:
+    # DRAM 55%, L1 70%, 37% of stalls on L1TEX scoreboards), chunk-major grid, capped at 168; and
+    # each of the two changes alone
+    "p:scratch r168": dict(extra={"pmaxnreg": 168, "pinv": None, "pgrid": None}),
+    "p:no inv": dict(extra={"pinv": None}),
+    "p:no hv": dict(extra={"pgrid": None}),
+    "p:r168": dict(extra={"pmaxnreg": 168}),
     # the fallback prepare where TMA does not apply (the old default's prepare)
     "p:blocks w2": dict(kind="blocks", pw=2, extra={"pmaxnreg": None}),
     # the fallback scan (pointer loads); at num_stages 1 without the pipeliner's buffers: 70-82 KB
@@ -83,9 +88,9 @@ EXTEND_VARIANTS = {
 }
 RISKY = ("s:lean2 st1",)
 # the variants run without --full, in this order
-MAIN_EXTEND = ("default", "old default", "p:nilt w4 nocap", "s:bv64", "p:nilt w4 r128", "p:blocks w2", "s:lean1",
-               "p:nilt w4 r168 bk64", "s:lean1 st1", "p:nilt w8 r128", "s:lean2 st2")
-QUICK_EXTEND = ("default", "old default", "p:nilt w4 nocap")
+MAIN_EXTEND = ("default", "old default", "p:scratch r168", "p:no inv", "p:no hv", "p:r168", "p:nilt w4 nocap", "s:bv64",
+               "p:blocks w2", "s:lean1", "p:nilt w4 bk64", "s:lean1 st1", "p:nilt w8 r128", "s:lean2 st2")
+QUICK_EXTEND = ("default", "old default", "p:scratch r168")
 DECODE_RESERVE_S = 15.0  # of the budget, kept for gdn_decode after gdn_extend
 EXTEND_CASES = (("T=8192", [8192]), ("T=32768", [32768]), ("8x4096 h0", [4096] * 8))
 if DEV == "cpu":

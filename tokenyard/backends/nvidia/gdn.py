@@ -567,11 +567,15 @@ def _gdn_prepare_wide_kernel(
     B, HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
     stride_sct, stride_sch, q_desc, k_desc, v_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
-    L2NORM: tl.constexpr, TMA: tl.constexpr = False,
+    L2NORM: tl.constexpr, TMA: tl.constexpr = False, HV_FAST: tl.constexpr = False, INV_REG: tl.constexpr = False,
 ):
     BC: tl.constexpr = BT // 4
-    seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
-    hv = tl.program_id(1)
+    if HV_FAST:  # the v-heads of one chunk in consecutive programs: their q/k tiles meet in L2
+        seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(1), BT, BLOCK_B)
+        hv = tl.program_id(0)
+    else:
+        seq, blk, valid = _find_block(cu_ptr, B, tl.program_id(0), BT, BLOCK_B)
+        hv = tl.program_id(1)
     hk = hv // GROUP
     bos = tl.load(cu_ptr + seq)
     eos = tl.load(cu_ptr + seq + 1)
@@ -616,33 +620,44 @@ def _gdn_prepare_wide_kernel(
     # P = scale·(QKᵀ ⊙ D), zeros above the diagonal
     dq = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], float("-inf")))
     tl.store(p_ptr + hrow[:, None] * BT + r[None, :], (aqk * dq * scale).to(dt), mask=rm[:, None])
-    # A = β_t e^{γ_t−γ_j} k_t·k_j (j < t) → scratch → its diagonal blocks inverted → T
+    # A = β_t e^{γ_t−γ_j} k_t·k_j (j < t) → its diagonal blocks inverted → T
     da = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
     a = akk * da * bv[:, None]
-    sp = sc_ptr + (bos + blk * BT).to(tl.int64) * stride_sct + hv * stride_sch
-    tl.store(sp + r[:, None] * stride_sct + r[None, :], a, mask=rm[:, None])
-    tl.debug_barrier()
     base = bos + blk * BT
     # diagonal blocks D inverted as one [4, 16, 16] batch (exact fp32), then with the strictly
     # block-lower rest L and M = (I+D)⁻¹L (M⁴ = 0):
     # T = (I + M)⁻¹(I+D)⁻¹ = (I − M)(I + M²)(I+D)⁻¹, four [64, 64] tensor-core dots
     same = (r[:, None] // BC) == (r[None, :] // BC)
-    nb = tl.arange(0, 4)[:, None, None]
-    bi = tl.arange(0, BC)[None, :, None]
-    bj = tl.arange(0, BC)[None, None, :]
-    dp = sp + (nb * BC + bi) * stride_sct + nb * BC + bj
-    dm = tl.where(valid, (base + nb * BC + bi) < eos, False) & (bj >= 0)
-    d3 = tl.load(dp, mask=dm, other=0.0)
-    tl.debug_barrier()
-    tl.store(dp, _unit_lower_inverse(d3), mask=dm)
-    tl.debug_barrier()
-    dinv = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None] & same, other=0.0)
+    if INV_REG:
+        # D taken out of A and (I+D)⁻¹ put back as a block-diagonal [64, 64] by reshapes and
+        # masked sums in registers (layout conversions through shared memory) instead of a round
+        # trip through the global scratch with three CTA barriers
+        ni = tl.arange(0, 4)[:, None, None, None]
+        nj = tl.arange(0, 4)[None, None, :, None]
+        d3 = tl.sum(tl.where(ni == nj, tl.reshape(a, [4, BC, 4, BC]), 0.0), axis=2)
+        inv3 = _unit_lower_inverse(d3)
+        dinv = tl.reshape(tl.where(ni == nj, inv3[:, :, None, :], 0.0), [BT, BT])
+    else:
+        sp = sc_ptr + (bos + blk * BT).to(tl.int64) * stride_sct + hv * stride_sch
+        tl.store(sp + r[:, None] * stride_sct + r[None, :], a, mask=rm[:, None])
+        tl.debug_barrier()
+        nb = tl.arange(0, 4)[:, None, None]
+        bi = tl.arange(0, BC)[None, :, None]
+        bj = tl.arange(0, BC)[None, None, :]
+        dp = sp + (nb * BC + bi) * stride_sct + nb * BC + bj
+        dm = tl.where(valid, (base + nb * BC + bi) < eos, False) & (bj >= 0)
+        d3 = tl.load(dp, mask=dm, other=0.0)
+        tl.debug_barrier()
+        tl.store(dp, _unit_lower_inverse(d3), mask=dm)
+        tl.debug_barrier()
+        dinv = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None] & same, other=0.0)
     lo = tl.where(same, 0.0, a)
     m1 = tl.dot(dinv, lo, input_precision="tf32")
     m2 = tl.dot(m1, m1, input_precision="tf32")
     y = dinv + tl.dot(m2, dinv, input_precision="tf32")
     tm = (y - tl.dot(m1, y, input_precision="tf32")).to(dt)
-    tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
+    if not INV_REG:
+        tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
     # W = T((βe^γ)⊙K), U = T(β⊙V)
     wscale = nk * bv * tl.exp(gc)
     for kc in range(0, K, BK):
@@ -765,19 +780,32 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     tiles loaded by host TMA descriptors (falls back to 1 where TMA does not apply); K > 128 always
     runs LEAN 0 (three [64, K] tiles a stage would not fit shared memory). scan num_stages None =
     Triton's. An optional eighth entry, a dict of launch options: "pmaxnreg", the prepare's register
-    cap (more CTAs an SM).
+    cap (more CTAs an SM); "pinv": "reg", the inverse's diagonal blocks taken out of A and put back
+    in registers instead of through a global scratch; "pgrid": "hv", the v-heads of one chunk in
+    consecutive programs (grid (Hv, blocks)) so that a k-head's q/k tiles are read from L2 by its
+    second v-head.
 
-    Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, 2026-11-23 02:10/02:16/02:43
-    UTC, Qwen3-Next shapes Hk=16, Hv=32, K=V=128, bf16):
-    "nilt" at 4 warps capped at 168 registers (3 CTAs an SM; 8x4096: prepare 1268 -> 1132 us) +
-    LEAN 2 scan: T=8K 566 us (FLA chunk 825), T=32K 2200 (FLA 2381), 8x4096 2048 (FLA 2423); the
-    previous default (old_extend_config) 690 / 2808 / 2548. Removed after those sweeps: the "wide",
+    Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, Qwen3-Next shapes Hk=16,
+    Hv=32, K=V=128, bf16): "nilt" at 4 warps with "pinv" and "pgrid", capped at 128 registers
+    (4 CTAs an SM; offline sm_90 166 registers uncapped, no spill) + LEAN 2 scan. Sweeps of
+    2026-11-23 05:02 / 05:18 UTC, prepare alone: T=32K 1127 -> 834 / 849 µs, 8x4096 1140 -> 861
+    / 846 against the previous default's prepare ("nilt" with the scratch, capped at 168: ncu at
+    T=32K DRAM 55%, L1 70% busy, 37% of stalls on L1TEX scoreboards, 720 B of stack offline);
+    whole op T=8K 482 / 494 µs, T=32K 1778 / 1854, 8x4096 1623 / 1614 (FLA chunk 634-860 /
+    2389-2394 / 2426-2432). Each change alone (05:02): "pinv" 992 / 1014 µs, "pgrid" 992 / 1007
+    (T=32K / 8x4096), both 882 / 906, capped at 152 the same, at 168 with W/U/P stored by TMA for
+    full chunks the same (removed), uncapped with TMA stores 1110 / 1140, 8 warps capped at 128
+    1241 / 1280, BK 64 884 / 896. Before that (02:10-02:43 UTC), "nilt" at 4 warps capped at 168
+    + LEAN 2 against the round-1 default (old_extend_config): 566 / 2200 / 2048 µs against 690 /
+    2808 / 2548. Removed after those sweeps: the "wide",
     "nil2t" and "nil" (pointer loads, 8 warps) prepares, slower everywhere measured ("nil" at 4
     warps also 1.2e-2..2.9e-2 relative error), "wide2", "nil2", "nilx3", "nil2x3" (never faster),
     scan LEAN 3 (= LEAN 2 within 1%) and LEAN 4/5 (wrong on the device: relative error 0.86 / inf).
-    Measured and removed later (sweep of 04:25 UTC): a scan on Sᵀ [BV, K] whose chain products take
-    their A operand from registers (no shared-memory round trip on the chain): T=32K scan 1650 µs
-    (BV 32, mma.sync) to 2410 µs (BV 64/128, wgmma, 160 B of spills) against LEAN 2's 942.
+    Measured and removed later (sweeps of 04:25 / 05:18 UTC): a scan on Sᵀ [BV, K] whose chain
+    products take their A operand from registers (no shared-memory round trip on the chain): T=32K
+    scan 1650 µs (BV 32, mma.sync) to 2410 µs (BV 64/128, wgmma, 160 B of spills) against LEAN
+    2's 942; LEAN 2 with the next chunk's row scales loaded a chunk ahead (ncu put a third of the
+    scan's stalls on global loads): 1066 µs against 994, 2 stages 1247.
 
     Only at K = V = 128, the shape the sweeps timed (and the engine on Qwen3.5-9B shapes ran, the
     registry's reference check at 2.6e-3, FLA's 2.5e-3). "nilt" below 32-column tiles falls back to
@@ -787,7 +815,8 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     NaN at 03:08 UTC when this form was the default everywhere."""
     if k != 128 or v != 128:
         return old_extend_config(batch, heads, v)
-    return (min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168}
+    return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
+            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv"})
 
 
 def old_extend_config(batch: int, heads: int, v: int) -> tuple:
@@ -797,7 +826,7 @@ def old_extend_config(batch: int, heads: int, v: int) -> tuple:
 
 PREPARE_KINDS = ("blocks", "nilt")
 SCAN_FORMS = (0, 1, 2)
-LAUNCH_OPTIONS = ("pmaxnreg",)
+LAUNCH_OPTIONS = ("pmaxnreg", "pgrid", "pinv")
 
 
 def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int, dict]:
@@ -873,18 +902,23 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         w = out["w"]
-        if K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
+        inv_reg = extra.get("pinv") == "reg"
+        if inv_reg:  # no scratch
+            sc = out["gc"]
+        elif K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
             sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
         else:
             sc = torch.empty((T, HV, CHUNK), dtype=torch.float32, device=v.device)
         descs = tuple(TensorDescriptor(x, [T, x.shape[1] * x.shape[2]], [x.stride(0), 1], [CHUNK, bk])
                       for x in (q, k, v))
-        _gdn_prepare_wide_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
+        blocks = triton.cdiv(T, CHUNK) + B
+        hv_fast = extra.get("pgrid") == "hv" and blocks < 65536  # the grid's y extent
+        _gdn_prepare_wide_kernel[(HV, blocks) if hv_fast else (blocks, HV)](
             q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
             B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs,
             K=K, V=V, BT=CHUNK, BK=bk, BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), TMA=True,
-            **launch,
+            HV_FAST=hv_fast, INV_REG=inv_reg, **launch,
         )
     elif T > 0:
         _gdn_prepare_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
