@@ -8,13 +8,13 @@ is in place. No kernel here reads a device value on the host: decode ops are gra
 extend ops launch without a sync (varlen chunk indices are found in-kernel from cu_seqlens).
 
 gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
-2026-11-23 02:10/02:16/02:43 UTC) support: the default "nilt" prepare (_gdn_prepare_wide_kernel,
-TMA loads, 4 warps, 168-register cap) + LEAN 2 scan (TMA loads) — T=8K 566 µs against FLA's 825,
-T=32K 2200 against 2381, 8×4096 2048 against 2423; the 168 cap took the 8×4096 prepare from 1268
-to 1132 µs — their fallbacks where TMA does not apply ("blocks" prepare at 2 warps, LEAN 1 scan;
-K > 128: LEAN 0), and old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps'
-A/B baseline; the default applies at K = V = 128 only (extend_config says why). extend_config
-lists what was removed.
+2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
+inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + LEAN 2
+scan (TMA loads) — in the bench run of 05:37 UTC T=8K 488 µs against FLA's 731, T=32K 1765
+against 2381, 8×4096 1594 against 2425 — their fallbacks ("blocks" prepare at 2 warps where TMA
+does not apply or tiles are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and
+old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the
+default applies at K = V = 128 only (extend_config says why and lists what was removed).
 """
 
 from __future__ import annotations
