@@ -121,8 +121,8 @@ def test_launch_variant_matches_reference_under_interpreter(variant_results, ind
 # gdn.py's extend forms (bench/gpu/sweep_gdn.py times them): the default "nilt" prepare (64-row
 # dots, q/k/v by TMA descriptor, the inverse's diagonal blocks in registers, v-head-major grid; the
 # previous form's scratch aliases W when K is wide enough, else a spare buffer; below 32-column
-# tiles the "blocks" fallback) with its register cap, the scan's LEAN forms (2: host TMA descriptors, 1: pointer loads
-# with the row scales on the products, 0: the previous form, also what K > 128 runs), the old
+# tiles the "blocks" fallback) with its register cap, the scan's LEAN forms (2: host TMA
+# descriptors, 1: pointer loads with the row scales on the products, 0: the previous form, also what K > 128 runs), the old
 # default ("blocks" prepare + LEAN 0), the sweep's launch shapes, decode's eviction hint.
 # Varlen with initial states, odd lengths, fresh and skipped slots. Config: (scan BV, scan warps,
 # prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN[, launch options]).

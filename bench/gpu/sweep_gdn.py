@@ -14,9 +14,9 @@ device) runs only with --risky, in a child process of its own; if the context is
 remaining variants run in a fresh child process.
 
 Variant names: "default" is the backend's current launch (gdn.extend_config: "nilt" prepare at 4
-warps capped at 128 registers, inverse in registers, v-head-major grid + LEAN 2 scan; gdn.decode_config), "old default" the previous one
-(gdn.old_extend_config: "blocks" prepare at 2 warps, LEAN 0 scan); extend variants override entries
-of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan
+warps capped at 128 registers, inverse in registers, v-head-major grid + LEAN 2 scan;
+gdn.decode_config), "old default" the previous one (gdn.old_extend_config: "blocks" prepare at 2
+warps, LEAN 0 scan); extend variants override entries of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan
 num_stages, scan LEAN form, launch options): "p:*" change the prepare launch only, "s:*" the scan
 only, "c:*" both. Only launch shapes of the kept kernels and the fallbacks remain (see EXTEND_VARIANTS).
 """

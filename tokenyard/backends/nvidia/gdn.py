@@ -10,8 +10,8 @@ extend ops launch without a sync (varlen chunk indices are found in-kernel from 
 gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
 inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + LEAN 2
-scan (TMA loads) — in the bench run of 05:37 UTC T=8K 488 µs against FLA's 731, T=32K 1765
-against 2381, 8×4096 1594 against 2425 — their fallbacks ("blocks" prepare at 2 warps where TMA
+scan (TMA loads) — bench/gpu_ops.py on the H100, 05:37 UTC, FLA chunk in the same run: T=8K
+488 µs against 731, T=32K 1765 against 2381, 8×4096 1594 against 2425 — their fallbacks ("blocks" prepare at 2 warps where TMA
 does not apply or tiles are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and
 old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the
 default applies at K = V = 128 only (extend_config says why and lists what was removed).
@@ -562,6 +562,21 @@ def _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, mask, HV, hv, gc, nq, nk):
 
 
 @triton.jit
+def _store_t_times_rows(tm, x_desc, x_ptr, x_col0, stride_xt, rowscale, out_ptr, N: tl.constexpr, base, rows, rm,
+                        hrow, dt, BK: tl.constexpr, TMA: tl.constexpr):
+    """out[rows, head, :N] = T · (rowscale ⊙ X) for the chunk's [64, N] rows of X (W from K, U from
+    V), BK columns at a time; X by TMA descriptor from column x_col0 of the [T, H·N] view, or by
+    pointer loads from x_ptr (the head's base)."""
+    for c0 in range(0, N, BK):
+        cols = c0 + tl.arange(0, BK)
+        if TMA:
+            x = (x_desc.load([base, x_col0 + c0]).to(tl.float32) * rowscale[:, None]).to(dt)
+        else:
+            x = _load_block(x_ptr, rows, rm, stride_xt, cols, rowscale, dt)
+        tl.store(out_ptr + hrow[:, None] * N + cols[None, :], tl.dot(tm, x).to(dt), mask=rm[:, None])
+
+
+@triton.jit
 def _gdn_prepare_wide_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, cu_ptr, w_ptr, u_ptr, gc_ptr, p_ptr, qn_ptr, kn_ptr, sc_ptr, scale,
     B, HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_gt, stride_bt,
@@ -659,24 +674,10 @@ def _gdn_prepare_wide_kernel(
     if not INV_REG:
         tl.debug_barrier()  # the scratch may alias this chunk's W rows, written next
     # W = T((βe^γ)⊙K), U = T(β⊙V)
-    wscale = nk * bv * tl.exp(gc)
-    for kc in range(0, K, BK):
-        cols = kc + tl.arange(0, BK)
-        if TMA:
-            x = (k_desc.load([bos + blk * BT, hk * K + kc]).to(tl.float32) * wscale[:, None]).to(dt)
-        else:
-            x = _load_block(kb, rows, rm, stride_kt, cols, wscale, dt)
-        wk = tl.dot(tm, x).to(dt)
-        tl.store(w_ptr + hrow[:, None] * K + cols[None, :], wk, mask=rm[:, None])
-    vb = v_ptr + hv * stride_vh
-    for vc in range(0, V, BK):
-        cols = vc + tl.arange(0, BK)
-        if TMA:
-            x = (v_desc.load([bos + blk * BT, hv * V + vc]).to(tl.float32) * bv[:, None]).to(dt)
-        else:
-            x = _load_block(vb, rows, rm, stride_vt, cols, bv, dt)
-        uk = tl.dot(tm, x).to(dt)
-        tl.store(u_ptr + hrow[:, None] * V + cols[None, :], uk, mask=rm[:, None])
+    _store_t_times_rows(tm, k_desc, kb, hk * K, stride_kt, nk * bv * tl.exp(gc), w_ptr, K, base, rows, rm, hrow, dt,
+                        BK, TMA)
+    _store_t_times_rows(tm, v_desc, v_ptr + hv * stride_vh, hv * V, stride_vt, bv, u_ptr, V, base, rows, rm, hrow, dt,
+                        BK, TMA)
     _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
 
 @triton.jit
@@ -787,7 +788,8 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
 
     Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, Qwen3-Next shapes Hk=16,
     Hv=32, K=V=128, bf16): "nilt" at 4 warps with "pinv" and "pgrid", capped at 128 registers
-    (4 CTAs an SM; offline sm_90 166 registers uncapped, no spill) + LEAN 2 scan. Sweeps of
+    (4 CTAs an SM; offline sm_90, Triton 3.9: 166 registers uncapped with no spill, 200 B of stack
+    at the cap, faster on the device all the same) + LEAN 2 scan. Sweeps of
     2026-11-23 05:02 / 05:18 UTC, prepare alone: T=32K 1127 -> 834 / 849 µs, 8x4096 1140 -> 861
     / 846 against the previous default's prepare ("nilt" with the scratch, capped at 168: ncu at
     T=32K DRAM 55%, L1 70% busy, 37% of stalls on L1TEX scoreboards, 720 B of stack offline);
@@ -903,7 +905,7 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
 
         w = out["w"]
         inv_reg = extra.get("pinv") == "reg"
-        if inv_reg:  # no scratch
+        if inv_reg:  # no scratch: any fp32 tensor stands in for the unused argument
             sc = out["gc"]
         elif K * w.element_size() >= CHUNK * 4:  # A and T pass through this chunk's W rows
             sc = w.view(torch.uint8).view(T, HV, K * w.element_size()).view(torch.float32)
