@@ -49,8 +49,11 @@ LLAMA = dict(Hq=32, Hk=8, D=128)
 T128 = (128, 128, 8, 2)  # the d=128 tile before the 02:30 UTC sweep (2 stages)
 T256 = (128, 64, 8, 3)  # current d=256 default tile
 
-# name -> attention_extend kwargs. "default" = the launch the op picks today; "gather" and "fp32
-# merge" the defaults before the 02:30 UTC sweep (kept for the A/B).
+# name -> attention_extend kwargs. "default" = the launch the op picks today (on sm_90 the
+# warp-specialised Gluon kernel, attention_ws.py); "triton" = the Triton kernel's default launch (the
+# op's default before session 4); "gather" and "fp32 merge" the Triton defaults before the 02:30 UTC
+# sweep (kept for the A/B); impl="ws": the Gluon kernel (attention_ws.attention_extend_ws) with the
+# remaining kwargs (sm_90 only: skipped by --smoke, as Gluon has no CPU interpreter).
 V128 = {
     "default": dict(),
     "gather": dict(config=T128, kv="gather", heads_inner=False),
@@ -58,24 +61,32 @@ V128 = {
     "tma2": dict(config=T128, kv="tma2", heads_inner=False),
     "tma2+inner": dict(config=T128, kv="tma2", heads_inner=True),
     "tma bn64 s3": dict(config=(128, 64, 8, 3), kv="tma", heads_inner=False),
+    "triton": dict(impl="triton"),
+    "ws s3": dict(impl="ws", stages=3),
+    "ws head order": dict(impl="ws", heads_inner=False),
 }
 V256 = {
-    "default(tma)": dict(),
+    "default": dict(),
     "lean(gather)": dict(config=T256, kv="lean", heads_inner=True),
+    "triton": dict(impl="triton"),
+    "ws head order": dict(impl="ws", heads_inner=False),
 }
 AGENTIC = {
     "default": dict(),
-    "fp32 merge": dict(partials="fp32", fuse_merge=False),
-    "half partials": dict(partials="half", fuse_merge=False),
-    "fused merge": dict(fuse_merge=True, partials="fp32"),
-    "fused+half ns=4": dict(fuse_merge=True, partials="half", splits=4),
-    "fused+half ns=6": dict(fuse_merge=True, partials="half", splits=6),
+    "fp32 merge": dict(impl="triton", partials="fp32", fuse_merge=False),
+    "half partials": dict(impl="triton", partials="half", fuse_merge=False),
+    "fused merge": dict(impl="triton", fuse_merge=True, partials="fp32"),
+    "fused+half ns=4": dict(impl="triton", fuse_merge=True, partials="half", splits=4),
+    "fused+half ns=6": dict(impl="triton", fuse_merge=True, partials="half", splits=6),
+    "triton": dict(impl="triton"),
+    "ws ns=3": dict(impl="ws", splits=3),
 }
 AGENTIC128 = {
     "default": dict(),
     "gather fp32 merge": dict(config=T128, kv="gather", fuse_merge=False, partials="fp32"),
+    "triton": dict(impl="triton"),
 }
-QUICK = {"default", "gather", "lean", "default(tma)", "fp32 merge", "gather fp32 merge"}
+QUICK = {"default", "triton"}
 
 SMALL = dict(q_lens=[777, 100], kv_lens=[4096 + 777, 3000])  # the check case: two sequences, cached prefix
 CASES = [  # name, shape, variants, check the timed case against the reference
@@ -154,12 +165,22 @@ def main() -> int:
         for vname, kw in variants.items():
             if (want and vname not in want) or (opt.quick and not want and vname not in QUICK):
                 continue
-            fn = (lambda kw: lambda **x: attention.attention_extend(**x, **kw))(kw)
+            if kw.get("impl") == "ws":
+                if DEV != "cuda":
+                    print(f"{cname} | {vname} | skipped: the Gluon kernel needs sm_90", flush=True)
+                    continue
+                from tokenyard.backends.nvidia import attention_ws
+
+                op = attention_ws.attention_extend_ws
+                kw = {k: v for k, v in kw.items() if k != "impl"}
+            else:
+                op = attention.attention_extend
+            fn = (lambda op, kw: lambda **x: op(**x, **kw))(op, kw)
             try:
                 sargs, sref = small[shape["D"]]
                 errs = [rel_err(fn, sargs, sref)]
                 if "over" in cname and "splits" not in kw:  # agentic variants: the split path on the small case too
-                    errs.append(rel_err(lambda **x: attention.attention_extend(**x, **dict(kw, splits=3)), sargs, sref))
+                    errs.append(rel_err(lambda **x: op(**x, **dict(kw, splits=3)), sargs, sref))
                 if ref is not None:
                     errs.append(rel_err(fn, args, ref))
                 err = max(errs)

@@ -513,9 +513,23 @@ def _sm_count(device) -> int:
 KV_MODES = {"gather": 0, "tma": 1, "lean": 2, "tma2": 3}
 
 
+def _warp_specialised(q, k_cache, v_cache):
+    """The Gluon kernel's module when it can run this call (sm_90, bf16/fp16, its head dims and
+    page sizes; a Triton with Gluon's Hopper API), else None."""
+    try:
+        from . import attention_ws
+    except ImportError:
+        return None
+    return attention_ws if attention_ws.supports_ws(q, k_cache, v_cache) is None else None
+
+
 def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k, scale, config=None, splits=None,
-                     tma=None, pack=None, heads_inner=None, kv=None, partials="half", fuse_merge=True):
-    """The op, with the launch choices open for the sweeps: config (BM, BN, warps, stages), splits
+                     tma=None, pack=None, heads_inner=None, kv=None, partials="half", fuse_merge=True, impl=None):
+    """The op. impl: "ws" the warp-specialised Gluon kernel (attention_ws.py), "triton" this
+    module's kernel; None = "ws" wherever it can run and no Triton-kernel option below is given —
+    on the H100 it took the bars this kernel missed (bench/RESULTS.md, session 4: T=8K 32/8x128
+    980 µs against 1325 here, FA3 938; agentic turn 796 against 891, FA3 774).
+    The Triton kernel's launch choices stay open for the sweeps: config (BM, BN, warps, stages), splits
     of each key range, tma, pack (GQA packing) and heads_inner (program order); None = the default:
     pack and split only when one program per (query block, head) would not fill two waves of SMs.
     kv (overrides tma): "gather" / "tma" (the two default block forms), "lean" (gathered, [BN] int32
@@ -526,6 +540,17 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     Agentic turn (800 queries over 32K cached, 16/2x256; bench/gpu/sweep_attention.py on the H100,
     2026-11-23 02:30 UTC): fp32 partials and a merge kernel 970 µs, half partials 961, fused merge
     949, both 904 (FA3 769 in the same run)."""
+    if impl not in (None, "ws", "triton"):
+        raise ValueError(f"attention_extend: impl must be None, 'ws' or 'triton', got {impl!r}")
+    if impl != "triton" and config is None and tma is None and kv is None and partials == "half" and fuse_merge:
+        ws = _warp_specialised(q, k_cache, v_cache)
+        if ws is not None:
+            launch = {} if heads_inner is None else dict(heads_inner=heads_inner)
+            return ws.attention_extend_ws(q=q, k_cache=k_cache, v_cache=v_cache, page_table=page_table,
+                                          cu_seqlens_q=cu_seqlens_q, seqlens_k=seqlens_k, scale=scale, splits=splits,
+                                          pack=pack, **launch)
+        if impl == "ws":
+            raise ValueError("attention_extend: impl='ws' cannot run this call (see attention_ws.supports_ws)")
     T, HQ, D = q.shape
     HK, DV = k_cache.shape[2], v_cache.shape[3]
     page = k_cache.shape[1]
