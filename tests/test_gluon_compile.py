@@ -1,9 +1,11 @@
-"""The warp-specialised Gluon attention kernel (tokenyard/backends/nvidia/attention_ws.py) compiled
-for sm_90 on the CPU: Gluon has no interpreter, so this is what `make test` can check without a
-GPU — the kernel builds with the installed Triton for both model head shapes (Qwen3-Next's d=256
-and Llama's d=128, packed GQA with split-K too), fits the 227 KB of shared memory a Hopper CTA may
-use, and its machine code is what the design says: wgmma products and a register reallocation
-between the partitions. Its numerics run on the device (tests/gpu/test_attention_ws.py).
+"""The warp-specialised Gluon kernels (tokenyard/backends/nvidia/attention_ws.py, gdn_ws.py)
+compiled for sm_90 on the CPU: Gluon has no interpreter, so this is what `make test` can check
+without a GPU — each kernel builds with the installed Triton at the shapes it runs (attention:
+Qwen3-Next's d=256 and Llama's d=128, packed GQA with split-K too; the GDN scan at K = V = 128,
+V blocks of 32 and 64), fits the 227 KB of shared memory a Hopper CTA may use, and its machine
+code is what the design says: wgmma products, TMA loads and a register reallocation between the
+partitions. Their numerics run on the device (tests/gpu/test_attention_ws.py,
+tests/gpu/test_engine_layouts.py and the kernel grid).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from tokenyard.backends.nvidia import attention_ws  # noqa: E402
+from tokenyard.backends.nvidia import attention_ws, gdn_ws  # noqa: E402
 
 HOPPER_SMEM_PER_CTA = 227 * 1024
 
@@ -41,14 +43,31 @@ def _compile(D: int, HP: int, NS: int):
                           target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": 168})
 
 
-@pytest.mark.parametrize("D,HP,NS", [(128, 1, 1), (256, 1, 1), (256, 8, 4)])
-def test_ws_kernel_compiles_for_sm90(D, HP, NS):
-    kernel = _compile(D, HP, NS)
+def _desc(box):
+    return f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+
+
+def _compile_gdn_scan(BV: int, stages: int):
+    names = ("w_desc u_desc q_desc k_desc p_desc gc_ptr qn_ptr kn_ptr state_ptr cu_ptr rs_ptr ws_ptr o_ptr scale HV "
+             "GROUP stride_ot stride_oh stride_s").split()
+    types = ([_desc([64, 128]), _desc([64, BV]), _desc([64, 128]), _desc([64, 128]), _desc([64, 64])]
+             + ["*fp32"] * 4 + ["*i32"] * 3 + ["*bf16", "fp32"] + ["i32"] * 5)
+    constexprs = dict(K=128, V=128, BV=BV, STAGES=stages)
+    signature = dict(zip(names, types), **{c: "constexpr" for c in constexprs})
+    return triton.compile(GluonASTSource(fn=gdn_ws._gdn_scan_ws_kernel, signature=signature, constexprs=constexprs),
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": 168})
+
+
+@pytest.mark.parametrize("kernel_name,shape", [("attention", (128, 1, 1)), ("attention", (256, 1, 1)),
+                                               ("attention", (256, 8, 4)), ("gdn_scan", (32, 2)),
+                                               ("gdn_scan", (64, 2))])
+def test_ws_kernel_compiles_for_sm90(kernel_name, shape):
+    kernel = _compile(*shape) if kernel_name == "attention" else _compile_gdn_scan(*shape)
     assert 0 < kernel.metadata.shared <= HOPPER_SMEM_PER_CTA
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.access(cuobjdump, os.X_OK):
         pytest.skip("the Triton wheel ships no runnable cuobjdump here")
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"tokenyard_ws_{D}_{HP}_{NS}_{os.getpid()}.cubin")
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"tokenyard_{kernel_name}_{os.getpid()}.cubin")
     with open(path, "wb") as f:
         f.write(kernel.asm["cubin"])
     try:
@@ -56,5 +75,5 @@ def test_ws_kernel_compiles_for_sm90(D, HP, NS):
     finally:
         os.remove(path)
     assert "HGMMA" in sass  # the products run on wgmma
-    assert "USETMAXREG" in sass  # the producer warp hands its registers to the consumers
-    assert "UTMALDG" in sass  # K and V arrive by TMA
+    assert "USETMAXREG" in sass  # the producer warp hands its registers to the other partitions
+    assert "UTMALDG" in sass  # the tiles arrive by TMA

@@ -128,6 +128,21 @@ def test_launch_variant_matches_reference_under_interpreter(variant_results, ind
 # prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN[, launch options]).
 GDN_DEFAULT = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv"})
 GDN_SCRATCH = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 168})  # the inverse through the global scratch
+# "pscan": P computed by the LEAN 2 scan instead of the prepare, with gates down to −4 a token
+# (γ ~ −128 at a chunk's end: e^{−γ} overflows fp32, the decay must be taken as one exponent),
+# sequences shorter than a chunk, odd lengths, initial states; and where it does not apply (LEAN 1,
+# "blocks" prepare, 16-column tiles, K > 128) the prepare writes P. (shape, config, P left to the scan)
+GDN_PSCAN = (16, 4, 32, 4, "nilt", None, 2, {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "pscan": True})
+GDN_PSCAN_CASES = [
+    (dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32, gate=4), GDN_PSCAN, True),
+    (dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), (32, 4, 32, 4, "nilt", 2, 2, {"pscan": True}), True),
+    (dict(lens=[5, 67], Hk=1, Hv=2, K=64, V=32, resume=False, skip_write=True, l2norm=False, gate=4), GDN_PSCAN, True),
+    (dict(lens=[67, 64, 2], Hk=1, Hv=2, K=128, V=128), GDN_PSCAN, True),
+    (dict(lens=[70, 3], Hk=2, Hv=4, K=32, V=32, gate=4), (16, 4, 32, 4, "nilt", None, 1, {"pscan": True}), False),
+    (dict(lens=[70, 3], Hk=2, Hv=4, K=32, V=32), (16, 4, 32, 2, "blocks", None, 2, {"pscan": True}), False),
+    (dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False), (16, 4, 16, 4, "nilt", None, 2, {"pscan": True}), False),
+    (dict(lens=[70, 3], Hk=1, Hv=2, K=256, V=32, resume=False), GDN_PSCAN, False),
+]
 GDN_VARIANT_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=64, V=32), dict(config=GDN_DEFAULT)),
     ("gdn_extend", dict(lens=[33, 64, 1], Hk=1, Hv=2, K=32, V=32, inplace=True), dict(config=GDN_DEFAULT)),
@@ -149,6 +164,7 @@ GDN_VARIANT_CASES = [
      dict(config=(16, 4, 16, 2, "blocks", None, 1))),
     ("gdn_decode", dict(B=3, Hk=2, Hv=4, K=16, V=32, resume=False, skip_write=True), dict(config=(8, 1, "evict_last"))),
     ("gdn_decode", dict(B=2, Hk=1, Hv=2, K=16, V=32, inplace=True), dict(config=(16, 1, "evict_last"))),
+    *(("gdn_extend", shape, dict(config=config)) for shape, config, _ in GDN_PSCAN_CASES),
 ]
 
 
@@ -164,15 +180,36 @@ def test_gdn_variant_matches_reference_under_interpreter(gdn_variant_results, in
     assert result["ok"], f"{GDN_VARIANT_CASES[index]}: {result['error']}"
 
 
+# whether gdn.prepare left P to the scan: the cases above are exact either way, this checks that
+# "pscan" took effect where it should (and so that those cases ran the scan's own P)
+GDN_PSCAN_CHILD = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+import cases
+from tokenyard.backends.nvidia import gdn
+for shape, config in json.loads(sys.argv[2]):
+    torch.manual_seed(0)
+    a = cases.make("gdn_extend", "cpu", torch.float32, **shape)
+    chunks = gdn.prepare(a["q"], a["k"], a["v"], a["g"], a["beta"], a["cu_seqlens"], a["scale"], a["qk_l2norm"], config)
+    print(json.dumps({"p_in_scan": chunks["p"] is None}), flush=True)
+"""
+
+
+def test_gdn_pscan_leaves_p_to_the_scan_only_where_both_forms_run():
+    lines = run_child(GDN_PSCAN_CHILD, [(shape, config) for shape, config, _ in GDN_PSCAN_CASES])
+    assert [line["p_in_scan"] for line in lines] == [want for _, _, want in GDN_PSCAN_CASES]
+
+
 # gdn_extend's default (TMA prepare and scan) where TMA does not apply: q, k, v as views with a
 # gap between heads and a base 4 bytes off 16-byte alignment, made inside the call (the harness
 # clones inputs densely); the op must take the pointer-load paths ("blocks" prepare at 2 warps,
-# LEAN 1 scan) and stay exact; the old default on the same views.
+# LEAN 1 scan) and stay exact; the old default, and "pscan" (ignored: the prepare writes P), on the same views.
 GDN_FALLBACK_CASES = [
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32)),
     ("gdn_extend", dict(lens=[5, 64], Hk=1, Hv=2, K=16, V=16, resume=False, skip_write=True)),
     ("gdn_extend", dict(lens=[64, 1, 65], Hk=2, Hv=4, K=32, V=32, inplace=True), dict(config=GDN_DEFAULT)),
     ("gdn_extend", dict(lens=[70, 3, 129], Hk=2, Hv=4, K=32, V=32), dict(config=(16, 4, 32, 2, "blocks", None, 0))),
+    ("gdn_extend", dict(lens=[33, 64, 1], Hk=2, Hv=4, K=32, V=32, gate=4), dict(config=GDN_PSCAN)),
 ]
 GDN_FALLBACK_CHILD = CHILD.replace(
     "fn = (lambda op, kw: lambda **args: fns[op](**args, **kw))(op, launch[0] if launch else {})",

@@ -50,7 +50,7 @@ BF16 = torch.bfloat16
 DEV = "cuda"
 if os.environ.get("SWEEP_GDN_DRYRUN"):  # CPU check of the script's logic: TRITON_INTERPRET=1, tiny shapes
     BF16, DEV = torch.float32, "cpu"
-    QWEN_GDN = dict(Hk=1, Hv=2, K=32, V=32)  # the nilt prepare needs 32-column tiles
+    QWEN_GDN = dict(Hk=1, Hv=2, K=128, V=128)  # extend_config takes the default forms at K = V = 128 only
 FIELDS = ("bv", "sw", "bk", "pw", "kind", "stages", "lean", "extra")
 T_START = time.time()
 MAX_ERR = 1e-2  # a variant above this is reported but never "best" (the good ones sit at 3.4e-3)
@@ -82,14 +82,37 @@ EXTEND_VARIANTS = {
     "s:lean2 bv16 st2": dict(bv=16, stages=2),
     "s:bv64": dict(bv=64),  # half the L2 reads of W/q/k/P a chunk (8x4096: 746.6 us, = default)
     "s:lean0": dict(lean=0),
+    # P computed by the LEAN 2 scan instead of written by the prepare ("pscan"). Offline sm_90, Triton
+    # 3.6, scan at 3 stages: BV 32 170 KB of shared memory (194 without), 255 registers (192), 2
+    # spill instructions in the loop (0), 1567 instructions in the loop (863); BV 64 (the default at
+    # 8x4096) 190 KB (214), 119 spill instructions in the loop (16 without). 2 stages: BV 32 116 KB
+    # and 255 registers, BV 16 107 KB and 195 registers (no spill): 2 CTAs an SM, which P's 8 KB a
+    # stage kept "s:lean2 bv16 st2" (123 KB) from (BV 32 only just: 2 x 116.5 KB of 228). 4 stages
+    # at BV 32: 224 KB (248 KB at BV 64: over the 227 KB limit).
+    # the scan on the warp-specialised Gluon kernel (gdn_ws.py: producer warp, chain warpgroup,
+    # output warpgroup; the default since 06:14 UTC); "stages" is its ring depth there (default 2).
+    # "s:triton scan": the Triton LEAN 2 scan, the default before
+    "s:triton scan": dict(extra={"sws": False}),
+    "s:sws": dict(extra={"sws": True}),
+    "s:sws st3": dict(stages=3, extra={"sws": True}),
+    "s:sws bv16": dict(bv=16, extra={"sws": True}),
+    "s:sws bv64": dict(bv=64, extra={"sws": True}),
+    "c:pscan": dict(extra={"pscan": True}),
+    "c:pscan st2": dict(stages=2, extra={"pscan": True}),
+    "c:pscan bv32": dict(bv=32, extra={"pscan": True}),
+    "c:pscan bv32 st2": dict(bv=32, stages=2, extra={"pscan": True}),
+    "c:pscan bv32 st4": dict(bv=32, stages=4, extra={"pscan": True}),
+    "c:pscan bv16 st2": dict(bv=16, stages=2, extra={"pscan": True}),
     # RISKY: TMA at num_stages=1 (illegal address on the device, Triton 3.6; Triton 3.9's TMA
     # lowering asserts on the prepare's loads at num_stages=1)
     "s:lean2 st1": dict(stages=1),
 }
 RISKY = ("s:lean2 st1",)
 # the variants run without --full, in this order
-MAIN_EXTEND = ("default", "old default", "p:scratch r168", "p:no inv", "p:no hv", "p:r168", "p:nilt w4 nocap", "s:bv64",
-               "p:blocks w2", "s:lean1", "p:nilt w4 bk64", "s:lean1 st1", "p:nilt w8 r128", "s:lean2 st2")
+MAIN_EXTEND = ("default", "old default", "s:triton scan", "c:pscan", "c:pscan bv16 st2", "c:pscan bv32 st2", "c:pscan bv32",
+               "c:pscan st2", "c:pscan bv32 st4", "s:lean2 bv16 st2", "p:scratch r168", "p:no inv", "p:no hv", "p:r168",
+               "p:nilt w4 nocap", "s:bv64", "p:blocks w2", "s:lean1", "p:nilt w4 bk64", "s:lean1 st1", "p:nilt w8 r128",
+               "s:lean2 st2")
 QUICK_EXTEND = ("default", "old default", "p:scratch r168")
 DECODE_RESERVE_S = 15.0  # of the budget, kept for gdn_decode after gdn_extend
 EXTEND_CASES = (("T=8192", [8192]), ("T=32768", [32768]), ("8x4096 h0", [4096] * 8))

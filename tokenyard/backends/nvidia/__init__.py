@@ -7,7 +7,8 @@ Every kernel is plain Triton, so it declares sm_90 as its floor and no ceiling. 
 when installed, are registered beside them under their own names (``peers.py``).
 
 Kernels per op family: ``elementwise.py`` (rms_norm, gated_rms_norm, qk_norm_rope, silu_and_mul),
-``gdn.py`` (gdn_gating, causal_conv1d_extend/decode, gdn_extend, gdn_decode), ``attention.py``
+``gdn.py`` (gdn_gating, causal_conv1d_extend/decode, gdn_extend, gdn_decode; on sm_90
+gdn_extend's scan runs the warp-specialised Gluon kernel of ``gdn_ws.py``), ``attention.py``
 (kv_cache_write, attention_extend, attention_decode; on sm_90 attention_extend runs the
 warp-specialised Gluon kernel of ``attention_ws.py`` wherever it applies); and ``linear.py``, gemm
 through cuBLAS for plain bf16/fp16 weights (any CUDA GPU).

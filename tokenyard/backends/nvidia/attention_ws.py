@@ -34,20 +34,18 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
+
+from ._gluon import (
+    GL_DTYPES,
+    TensorDescriptor,
     fence_async_shared,
     mbarrier,
-    tma,
+    mma_layout,
+    tma_load,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
 from .attention import LOG2E, _attn_decode_merge_kernel, _packed_heads, _sm_count, extend_splits
-
-# Gluon is experimental and renames between releases: the TMA load is async_copy_global_to_shared
-# in Triton 3.6 (the device's) and async_load from 3.7 on
-_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 
 WG_ROWS = gl.constexpr(64)  # query rows a consumer warpgroup owns (the wgmma M of one warpgroup)
 
@@ -58,12 +56,6 @@ def _rows_layout(cols, warps):
     cols, warps = gl._unwrap_if_constexpr(cols), gl._unwrap_if_constexpr(warps)
     tpc = min(32, cols // 8)
     return gl.BlockedLayout([1, 8], [32 // tpc, tpc], [warps, 1], [1, 0])
-
-
-@gluon.constexpr_function
-def _mma_layout(n):
-    n = gl._unwrap_if_constexpr(n)
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
 
 
 @gluon.jit
@@ -79,8 +71,8 @@ def _ws_consumer(q_ptr, o_ptr, mo_ptr, ml_ptr, q_smem, k_smem, v_smem, k_ready, 
                  stride_qt, stride_qh, stride_ot, stride_oh,
                  D: gl.constexpr, DV: gl.constexpr, BQ: gl.constexpr, HP: gl.constexpr, BN: gl.constexpr,
                  NS: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
-    s_layout: gl.constexpr = _mma_layout(BN)
-    o_layout: gl.constexpr = _mma_layout(DV)
+    s_layout: gl.constexpr = mma_layout(BN)
+    o_layout: gl.constexpr = mma_layout(DV)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     q_layout: gl.constexpr = _rows_layout(D, 4)
 
@@ -175,7 +167,7 @@ def _ws_copy_tile(desc, smem, bar, pt_row, hk, start, kv_len, PAGE: gl.constexpr
     for b in gl.static_range(BN // BOX):
         s0 = start + b * BOX
         page = gl.load(pt_row + gl.minimum(s0, gl.maximum(kv_len - 1, 0)) // PAGE)
-        _tma_load(desc, [page * PAGE + s0 % PAGE, hk * DH], bar, smem.slice(b * BOX, BOX))
+        tma_load(desc, [page * PAGE + s0 % PAGE, hk * DH], bar, smem.slice(b * BOX, BOX))
 
 
 @gluon.jit
@@ -290,8 +282,6 @@ def _attn_extend_ws_kernel(
     ], [4, 1], [240, 24])
 
 
-_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
-
 
 def extend_ws_config(d: int, dv: int) -> tuple[int, int]:
     """(BN, stages): the K/V ring must fit shared memory beside the two [64, D] query tiles
@@ -309,7 +299,7 @@ def supports_ws(q, k_cache, v_cache) -> str | None:
     D, DV = q.shape[-1], v_cache.shape[-1]
     page = k_cache.shape[1]
     bn, _ = extend_ws_config(D, DV)
-    if q.dtype not in _GL_DTYPES or k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+    if q.dtype not in GL_DTYPES or k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
         return f"dtypes q {q.dtype}, caches {k_cache.dtype}/{v_cache.dtype}: the kernel takes bf16 or fp16, all alike"
     if D not in (64, 128, 256) or DV not in (64, 128, 256):
         return f"head dims D={D}, Dv={DV} not in (64, 128, 256)"
@@ -347,8 +337,8 @@ def attention_extend_ws(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlen
     bq = bm // hp
     blocks = triton.cdiv(T, bq) + B
     ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
-    k_layout = gl.NVMMASharedLayout.get_default_for([box, D], _GL_DTYPES[q.dtype])
-    v_layout = gl.NVMMASharedLayout.get_default_for([box, DV], _GL_DTYPES[q.dtype])
+    k_layout = gl.NVMMASharedLayout.get_default_for([box, D], GL_DTYPES[q.dtype])
+    v_layout = gl.NVMMASharedLayout.get_default_for([box, DV], GL_DTYPES[q.dtype])
     k_desc = TensorDescriptor.from_tensor(k_cache.view(-1, HK * D), [box, D], k_layout)
     v_desc = TensorDescriptor.from_tensor(v_cache.view(-1, HK * DV), [box, DV], v_layout)
     mo = torch.empty((T * HQ * ns, DV) if ns > 1 else (1,), dtype=q.dtype, device=q.device)

@@ -9,10 +9,11 @@ extend ops launch without a sync (varlen chunk indices are found in-kernel from 
 
 gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
-inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + LEAN 2
-scan (TMA loads) — bench/gpu_ops.py on the H100, 05:37 UTC, FLA chunk in the same run: T=8K
-488 µs against 731, T=32K 1765 against 2381, 8×4096 1594 against 2425 — their fallbacks ("blocks" prepare at 2 warps where TMA
-does not apply or tiles are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and
+inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
+scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90 (this module's Triton LEAN 2
+scan elsewhere) — sweep of 06:14 UTC, FLA chunk in the same run: T=32K 1568 µs against 2386,
+8×4096 1560 against 2428 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply
+or tiles are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and
 old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the
 default applies at K = V = 128 only (extend_config says why and lists what was removed).
 """
@@ -289,6 +290,8 @@ def gdn_decode(*, q, k, v, g, beta, state, read_slots, write_slots, scale, qk_l2
 #  2. scan, parallel over (sequence, v-head, V block), sequential over the sequence's chunks, the
 #     state block S[K, BV] in fp32 registers:  U' = U − W·S;  O = scale(e^γ⊙Q)·S + P·U';
 #     S ← e^{γ_C} S + ((e^{γ_C−γ})⊙K)ᵀ·U'.  Only this scan is sequential.
+#     (Launch option "pscan": the LEAN 2 scan computes P from its q and k tiles, the prepare skips it
+#     and writes the row norms as the exponents the scan takes them in.)
 
 
 @triton.jit
@@ -583,6 +586,7 @@ def _gdn_prepare_wide_kernel(
     stride_sct, stride_sch, q_desc, k_desc, v_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BLOCK_B: tl.constexpr,
     L2NORM: tl.constexpr, TMA: tl.constexpr = False, HV_FAST: tl.constexpr = False, INV_REG: tl.constexpr = False,
+    PSCAN: tl.constexpr = False,
 ):
     BC: tl.constexpr = BT // 4
     if HV_FAST:  # the v-heads of one chunk in consecutive programs: their q/k tiles meet in L2
@@ -601,9 +605,11 @@ def _gdn_prepare_wide_kernel(
     qb = q_ptr + hk * stride_qh
     kb = k_ptr + hk * stride_kh
     dt = w_ptr.dtype.element_ty
-    # raw KKᵀ and QKᵀ over the chunk, with the row sums of squares
+    # raw KKᵀ and QKᵀ over the chunk, with the row sums of squares (PSCAN: the scan computes P, so
+    # no QKᵀ, and q is read only for its norms)
     akk = tl.zeros([BT, BT], dtype=tl.float32)
-    aqk = tl.zeros([BT, BT], dtype=tl.float32)
+    if not PSCAN:
+        aqk = tl.zeros([BT, BT], dtype=tl.float32)
     sk = tl.zeros([BT], dtype=tl.float32)
     sq = tl.zeros([BT], dtype=tl.float32)
     for kc in range(0, K, BK):
@@ -612,29 +618,35 @@ def _gdn_prepare_wide_kernel(
             # whole-T descriptors: rows past eos (the next sequence's, or zeros past T) only reach
             # rows of A, P, W, U that are masked out or scaled by β = 0 (see the scan's note)
             kx = k_desc.load([bos + blk * BT, hk * K + kc])
-            qx = q_desc.load([bos + blk * BT, hk * K + kc])
         else:
             kx = _load_rows(kb, rows, rm, stride_kt, cols)
-            qx = _load_rows(qb, rows, rm, stride_qt, cols)
+        if not PSCAN or L2NORM:
+            if TMA:
+                qx = q_desc.load([bos + blk * BT, hk * K + kc])
+            else:
+                qx = _load_rows(qb, rows, rm, stride_qt, cols)
         kt = tl.trans(kx)
         akk = tl.dot(kx, kt, akk)
-        aqk = tl.dot(qx, kt, aqk)
+        if not PSCAN:
+            aqk = tl.dot(qx, kt, aqk)
         if L2NORM:
             sk += _sumsq(kx)
             sq += _sumsq(qx)
     nk = _inv_norm(sk, L2NORM)
     nq = _inv_norm(sq, L2NORM)
     akk = akk * _outer(nk, nk)
-    aqk = aqk * _outer(nq, nk)
+    if not PSCAN:
+        aqk = aqk * _outer(nq, nk)
     strict = r[:, None] > r[None, :]
-    lower = r[:, None] >= r[None, :]
+    lower = r[:, None] >= r[None, :]  # P's mask, out here so that the default's PTX stays as measured
     gv = tl.load(g_ptr + hv + rows64 * stride_gt, mask=rm, other=0.0).to(tl.float32)
     bv = tl.load(beta_ptr + hv + rows64 * stride_bt, mask=rm, other=0.0).to(tl.float32)
     gc = tl.cumsum(gv, 0)
     hrow = rows64 * HV + hv
-    # P = scale·(QKᵀ ⊙ D), zeros above the diagonal
-    dq = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], float("-inf")))
-    tl.store(p_ptr + hrow[:, None] * BT + r[None, :], (aqk * dq * scale).to(dt), mask=rm[:, None])
+    if not PSCAN:
+        # P = scale·(QKᵀ ⊙ D), zeros above the diagonal
+        dq = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], float("-inf")))
+        tl.store(p_ptr + hrow[:, None] * BT + r[None, :], (aqk * dq * scale).to(dt), mask=rm[:, None])
     # A = β_t e^{γ_t−γ_j} k_t·k_j (j < t) → its diagonal blocks inverted → T
     da = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
     a = akk * da * bv[:, None]
@@ -678,7 +690,10 @@ def _gdn_prepare_wide_kernel(
                         BK, TMA)
     _store_t_times_rows(tm, v_desc, v_ptr + hv * stride_vh, hv * V, stride_vt, bv, u_ptr, V, base, rows, rm, hrow, dt,
                         BK, TMA)
-    _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
+    if PSCAN:  # the row norms as the exponents the scan takes them in: γ + ln qn, γ − ln kn
+        _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, gc + tl.log(nq), gc - tl.log(nk))
+    else:
+        _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, rm, HV, hv, gc, nq, nk)
 
 @triton.jit
 def _scan_chunk(bos, eos, c, r, gc_ptr, HV, hv, BT: tl.constexpr):
@@ -701,7 +716,9 @@ def _gdn_scan_kernel(
     HV, GROUP, stride_qt, stride_qh, stride_kt, stride_kh, stride_ot, stride_oh, stride_s,
     q_desc, k_desc, w_desc, u_desc, p_desc,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, LEAN: tl.constexpr = 0,
+    PSCAN: tl.constexpr = False,
 ):
+    tl.static_assert(LEAN == 2 or not PSCAN, "P is computed in the scan only by its LEAN 2 form")
     b = tl.program_id(0)
     hv = tl.program_id(1)
     hk = hv // GROUP
@@ -747,7 +764,8 @@ def _gdn_scan_kernel(
                 u = u_desc.load([t0, hv * V + vb0])
                 q = q_desc.load([t0, hk * K])
                 k = k_desc.load([t0, hk * K])
-                p = p_desc.load([t0, hv * BT])
+                if not PSCAN:
+                    p = p_desc.load([t0, hv * BT])
             else:
                 w = tl.load(w_ptr + hrow[:, None] * K + ks[None, :], mask=rm[:, None], other=0.0)
                 u = tl.load(u_ptr + hrow[:, None] * V + vs[None, :], mask=rm[:, None], other=0.0)
@@ -756,11 +774,33 @@ def _gdn_scan_kernel(
                 k = tl.load(k_ptr + rows[:, None] * stride_kt + hk * stride_kh + ks[None, :], mask=rm[:, None],
                             other=0.0)
                 p = tl.load(p_ptr + hrow[:, None] * BT + r[None, :], mask=rm[:, None], other=0.0)
-            qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
-            kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
+            if PSCAN:
+                # qn_ptr, kn_ptr hold the prepare's exponents gq = γ + ln qn, gk = γ − ln kn (−inf,
+                # +inf past eos, so that the row scales read 0 there as the norms' 0 would give)
+                gq = tl.load(qn_ptr + hrow, mask=rm, other=float("-inf"))
+                gk = tl.load(kn_ptr + hrow, mask=rm, other=float("inf"))
+                qs = tl.exp(gq) * scale
+                kscale = tl.exp(g_last - gk)
+            else:
+                qs = tl.load(qn_ptr + hrow, mask=rm, other=0.0) * tl.exp(gc) * scale
+                kscale = tl.load(kn_ptr + hrow, mask=rm, other=0.0) * tl.exp(g_last - gc)
             sd = S.to(dt)
             un = u.to(tl.float32) - tl.dot(w.to(dt), sd)
             und = un.to(dt)
+            if PSCAN:
+                # P as the prepare defines it, scale·(QKᵀ ⊙ D) with the row norms, = QKᵀ ⊙
+                # scale·e^{gq_i−gk_j}, from the raw q and k tiles loaded for the chain. The decay is
+                # one exponent (e^{γ_i}·e^{−γ_j} would overflow for strongly negative gates; on and
+                # below the diagonal gq_i − gk_j ≤ 2·ln 1000), zero above it and, through the
+                # infinities, on rows past eos (the next sequence's q and k there); base 2 with the
+                # scales folded into the [BT] vectors: a subtraction, ex2 and product an element.
+                # No S in it: off the dependent chain, but Triton waits on each dot in turn, so it
+                # still adds to a chunk's step; every V-block program of a head computes it. Here,
+                # next to its use rather than before the chain: fewer spills (offline sm_90).
+                lq = gq * 1.4426950408889634 + tl.log2(scale)  # log2(e)
+                lk = gk * 1.4426950408889634
+                dq = tl.exp2(tl.where(r[:, None] >= r[None, :], lq[:, None] - lk[None, :], float("-inf")))
+                p = (tl.dot(q.to(dt), tl.trans(k.to(dt))) * dq).to(dt)
             o = tl.dot(q.to(dt), sd) * qs[:, None] + tl.dot(p, und)
             S = S * tl.exp(g_last) + tl.dot(tl.trans(k.to(dt)), (un * kscale[:, None]).to(dt))
             tl.store(o_ptr + rows[:, None] * stride_ot + hv * stride_oh + vs[None, :],
@@ -784,12 +824,28 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     cap (more CTAs an SM); "pinv": "reg", the inverse's diagonal blocks taken out of A and put back
     in registers instead of through a global scratch; "pgrid": "hv", the v-heads of one chunk in
     consecutive programs (grid (Hv, blocks)) so that a k-head's q/k tiles are read from L2 by its
-    second v-head.
+    second v-head; "sws": True, the LEAN 2 scan on the warp-specialised Gluon kernel (gdn_ws.py:
+    a TMA producer warp, the dependent chain alone in one warpgroup, the output products in
+    another; where it cannot run, the Triton scan); "pscan": True, P computed by the LEAN 2 scan from
+    the q/k tiles it loads anyway instead of written by the "nilt" prepare and read back (at T=32K,
+    Hv=32: 134 MB less written and read, the prepare's QKᵀ gone, 8 KB a stage less of the scan's
+    shared memory, 2 CTAs an SM at BV 16 and 2 stages), against a [64, K]×[K, 64] product and the
+    [64, 64] decay a chunk in each V-block program, off the dependent chain but not overlapped
+    with it (offline sm_90, Triton 3.6, BV 32: 1567 instructions in the scan's loop against 863);
+    ignored (P written) where the prepare is not "nilt" or the scan not LEAN 2. Measured (H100,
+    05:43 / 06:14 UTC, FLA in the same run): T=8K 603 µs against the default's 479, T=32K 2208 /
+    2241 against 1787 / 1776, 8x4096 1531 / 1521 against 1618 / 1617 (the only win; sws 1560).
+
+    "sws" (H100, bench/gpu/sweep_gdn.py 06:14 UTC, FLA 2386 / 2428 µs in the same run): T=32K
+    1568 µs (scan 747) against 1776 (scan 935) = 1.52x FLA; 8x4096 1560 against 1617 = 1.56x.
+    Its first form loaded the row vectors (γ, norms) when it stored them, a load latency a chunk
+    in the producer: scan 1073 µs at T=32K, 678 with those loads skipped, 650 with the TMA loads
+    skipped, 521 with both (06:05 probe, numerics off) — now they are loaded a chunk ahead.
 
     Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, Qwen3-Next shapes Hk=16,
     Hv=32, K=V=128, bf16): "nilt" at 4 warps with "pinv" and "pgrid", capped at 128 registers
     (4 CTAs an SM; offline sm_90, Triton 3.9: 166 registers uncapped with no spill, 200 B of stack
-    at the cap, faster on the device all the same) + LEAN 2 scan. Sweeps of
+    at the cap, faster on the device all the same) + LEAN 2 scan on the Gluon kernel ("sws"). Sweeps of
     2026-11-23 05:02 / 05:18 UTC, prepare alone: T=32K 1127 -> 834 / 849 µs, 8x4096 1140 -> 861
     / 846 against the previous default's prepare ("nilt" with the scratch, capped at 168: ncu at
     T=32K DRAM 55%, L1 70% busy, 37% of stalls on L1TEX scoreboards, 720 B of stack offline);
@@ -818,7 +874,7 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     if k != 128 or v != 128:
         return old_extend_config(batch, heads, v)
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
-            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv"})
+            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": True})
 
 
 def old_extend_config(batch: int, heads: int, v: int) -> tuple:
@@ -828,7 +884,7 @@ def old_extend_config(batch: int, heads: int, v: int) -> tuple:
 
 PREPARE_KINDS = ("blocks", "nilt")
 SCAN_FORMS = (0, 1, 2)
-LAUNCH_OPTIONS = ("pmaxnreg", "pgrid", "pinv")
+LAUNCH_OPTIONS = ("pmaxnreg", "pgrid", "pinv", "sws", "pscan")
 
 
 def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int, dict]:
@@ -862,6 +918,29 @@ def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
     return True
 
 
+def _warp_specialised_scan(q, k, chunks, state):
+    """gdn_ws (the Gluon scan) when it can run this call (sm_90, K = 128, TMA-readable tiles; a
+    Triton with Gluon's Hopper API), else None."""
+    try:
+        from . import gdn_ws
+    except ImportError:
+        return None
+    return gdn_ws if gdn_ws.supports_scan_ws(q, k, chunks, state) is None else None
+
+
+def _scan_lean(lean: int, q, k, w, u, p, bv: int) -> int:
+    """The scan form that runs for the asked LEAN: 0 where K > 128 (three [64, K] tiles a stage would
+    not fit shared memory), and LEAN 2 only where every tile it loads can be read by TMA (P's only
+    when the prepare wrote it: p None), else 1."""
+    K = q.shape[2]
+    if lean and K > 128:
+        return 0
+    tiles = ((q, K), (k, K), (w, K), (u, bv)) + (((p, CHUNK),) if p is not None else ())
+    if lean == 2 and not all(_tma_ok(x, c) for x, c in tiles):
+        return 1
+    return lean
+
+
 def gdn_extend(*, q, k, v, g, beta, state, cu_seqlens, read_slots, write_slots, scale, qk_l2norm, config=None):
     T, HK, K = q.shape
     HV, V = v.shape[1], v.shape[2]
@@ -880,11 +959,14 @@ def gdn_extend(*, q, k, v, g, beta, state, cu_seqlens, read_slots, write_slots, 
 
 
 def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
-    """Launch 1: the per-chunk tensors W, U, P, γ and the q/k row norms."""
+    """Launch 1: the per-chunk tensors W, U, P, γ and the q/k row norms. With the "pscan" launch
+    option, where both the "nilt" prepare and the LEAN 2 scan run, P is left to the scan: p is None
+    in the result and the norms come as the exponents gq = γ + ln qn, gk = γ − ln kn (the one place
+    that decides it; scan() reads it from there)."""
     T, HK, K = q.shape
     HV, V = v.shape[1], v.shape[2]
     B = cu_seqlens.shape[0] - 1
-    _, _, bk, warps, kind, _, _, extra = _extend_options(config)
+    bv, _, bk, warps, kind, _, lean, extra = _extend_options(config)
     bk = min(bk, K, V)
     # "nilt" with [64, 16] tiles (K or V = 16) wrote NaN into every W and U row on the H100 (Triton 3.6;
     # P, γ and the norms right; K = 32, 64, 128 right on the same engine layouts; memcheck clean):
@@ -895,11 +977,13 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
     if extra.get("pmaxnreg"):
         launch["maxnreg"] = extra["pmaxnreg"]
     out = dict(w=torch.empty((T, HV, K), dtype=v.dtype, device=v.device),
-               u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device),
-               p=torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
+               u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device))
+    pscan = bool(extra.get("pscan")) and kind == "nilt" and _scan_lean(lean, q, k, out["w"], out["u"], None,
+                                                                         min(bv, V)) == 2
+    norms = ("gq", "gk") if pscan else ("qn", "kn")
+    out.update(p=None if pscan else torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
                gc=torch.empty((T, HV), dtype=torch.float32, device=v.device),
-               qn=torch.empty((T, HV), dtype=torch.float32, device=v.device),
-               kn=torch.empty((T, HV), dtype=torch.float32, device=v.device))
+               **{name: torch.empty((T, HV), dtype=torch.float32, device=v.device) for name in norms})
     if T > 0 and kind == "nilt":
         from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -916,11 +1000,11 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         blocks = triton.cdiv(T, CHUNK) + B
         hv_fast = extra.get("pgrid") == "hv" and blocks < 65536  # the grid's y extent
         _gdn_prepare_wide_kernel[(HV, blocks) if hv_fast else (blocks, HV)](
-            q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], out["p"], out["qn"], out["kn"], sc, scale,
-            B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs,
+            q, k, v, g, beta, cu_seqlens, out["w"], out["u"], out["gc"], w if pscan else out["p"], out[norms[0]],
+            out[norms[1]], sc, scale, B, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+            v.stride(0), v.stride(1), g.stride(0), beta.stride(0), sc.stride(0), sc.stride(1), *descs,
             K=K, V=V, BT=CHUNK, BK=bk, BLOCK_B=triton.next_power_of_2(B + 1), L2NORM=bool(qk_l2norm), TMA=True,
-            HV_FAST=hv_fast, INV_REG=inv_reg, **launch,
+            HV_FAST=hv_fast, INV_REG=inv_reg, PSCAN=pscan, **launch,
         )
     elif T > 0:
         _gdn_prepare_kernel[(triton.cdiv(T, CHUNK) + B, HV)](
@@ -937,14 +1021,20 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     HK, K = q.shape[1], q.shape[2]
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
-    bv, warps, _, _, _, stages, lean, _ = _extend_options(config)
+    bv, warps, _, _, _, stages, lean, extra = _extend_options(config)
     bv = min(bv, V)
     launch = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
     descs = (None,) * 5
-    if lean and K > 128:
-        lean = 0  # three [64, K] tiles per stage would not fit shared memory: the previous form
-    if lean == 2 and all(_tma_ok(x, c) for x, c in ((q, K), (k, K), (chunks["w"], K), (chunks["u"], bv),
-                                                     (chunks["p"], CHUNK))):
+    p = chunks["p"]
+    lean = _scan_lean(lean, q, k, chunks["w"], chunks["u"], p, bv)
+    if p is None and lean != 2:
+        raise ValueError("gdn_extend: chunks prepared without P (\"pscan\") need the LEAN 2 scan of the same config")
+    if extra.get("sws") and lean == 2 and p is not None:
+        ws = _warp_specialised_scan(q, k, chunks, state)
+        if ws is not None:
+            ws.scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv, stages=stages or 2)
+            return
+    if lean == 2:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         T = q.shape[0]
@@ -953,11 +1043,10 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
             return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box)
 
         descs = (desc(q, HK * K, [CHUNK, K]), desc(k, HK * K, [CHUNK, K]), desc(chunks["w"], HV * K, [CHUNK, K]),
-                 desc(chunks["u"], HV * V, [CHUNK, bv]), desc(chunks["p"], HV * CHUNK, [CHUNK, CHUNK]))
-    elif lean == 2:
-        lean = 1
+                 desc(chunks["u"], HV * V, [CHUNK, bv]), None if p is None else desc(p, HV * CHUNK, [CHUNK, CHUNK]))
     _gdn_scan_kernel[(B, HV, V // bv)](
-        q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["p"], chunks["qn"], chunks["kn"], state, cu_seqlens,
-        read_slots, write_slots, o, scale, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        o.stride(0), o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean, **launch,
+        q, k, chunks["w"], chunks["u"], chunks["gc"], chunks["w"] if p is None else p,
+        *(chunks[n] for n in (("gq", "gk") if p is None else ("qn", "kn"))), state, cu_seqlens, read_slots,
+        write_slots, o, scale, HV, HV // HK, q.stride(0), q.stride(1), k.stride(0), k.stride(1), o.stride(0),
+        o.stride(1), state.stride(0), *descs, K=K, V=V, BT=CHUNK, BV=bv, LEAN=lean, PSCAN=p is None, **launch,
     )

@@ -1,0 +1,224 @@
+"""Warp-specialised gdn_extend scan for Hopper, written in Gluon: the sequential half of the
+chunked gated delta rule (gdn.py's launch 2) with its dependent chain alone in one warpgroup.
+
+Owns this kernel and its launcher; the math, the chunk tensors it reads (W, U, P, γ and the q/k row
+norms from gdn.prepare) and the state-slot semantics are gdn.py's. Per (sequence, v-head, V block)
+one CTA of three partitions:
+  - a producer warp streams each chunk's W, U, q, k and P tiles by TMA and its row vectors (γ, the
+    q/k norms, the chunk's last γ) by plain loads into a ring of shared-memory stages;
+  - the chain warpgroup carries the state block S[K, BV] in fp32 registers and does only what the
+    next chunk depends on: U' = U − W·S, then S ← e^{γ_C} S + ((e^{γ_C−γ})⊙K)ᵀ·U';
+  - the output warpgroup takes S (as the chain stored it, bf16) and U' from a double-buffered
+    hand-off and computes O = scale·(e^γ⊙Q)·S + P·U' off the chain, then stores it.
+In gdn.py's Triton scan one warpgroup does all of it, so every chunk's step also waits on the
+output products, the output store and the loads of the row vectors.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from ._gluon import (
+    GL_DTYPES,
+    TensorDescriptor,
+    fence_async_shared,
+    mbarrier,
+    mma_layout,
+    tma_load,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+BT = gl.constexpr(64)  # chunk length (gdn.CHUNK)
+
+
+@gluon.jit
+def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, sd_s, und_s, uk_s, ready, empty,
+              hand_ready, hand_empty,
+              K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr):
+    s_layout: gl.constexpr = mma_layout(BV)  # [K, BV] and [BT, BV] accumulators
+    rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    ks = gl.arange(0, K, layout=rows)
+    vs = vb0 + gl.arange(0, BV, layout=gl.SliceLayout(0, s_layout))
+    s_off = hv * (K * V) + ks[:, None] * V + vs[None, :]
+    S = gl.load(state_ptr + rs * stride_s + s_off, mask=(s_off >= 0) & (rs >= 0), other=0.0)
+    for c in range(n_chunks):
+        st = c % STAGES
+        hb = c % 2
+        mbarrier.wait(ready.index(st), (c // STAGES) & 1)
+        mbarrier.wait(hand_empty.index(hb), ((c // 2) & 1) ^ 1)  # the output warpgroup is done with c − 2
+        sd = sd_s.index(hb)
+        sd.store(S.to(sd_s.dtype))
+        fence_async_shared()
+        wsd = warpgroup_mma(w_s.index(st), sd, gl.zeros([BT, BV], gl.float32, s_layout), use_acc=False,
+                            is_async=True)
+        wsd = warpgroup_mma_wait(num_outstanding=0, deps=(wsd, ))
+        un = u_s.index(st).load(s_layout).to(gl.float32) - wsd
+        und_s.index(hb).store(un.to(und_s.dtype))
+        fence_async_shared()
+        mbarrier.arrive(hand_ready.index(hb), count=1)  # S and U' of chunk c are the output's now
+        gc = vec_s.index(4 * st).load(rows)
+        kn = vec_s.index(4 * st + 2).load(rows)
+        g_last = gl.max(vec_s.index(4 * st + 3).load(rows), 0)
+        uk_s.store((un * (kn * gl.exp(g_last - gc))[:, None]).to(uk_s.dtype))
+        fence_async_shared()
+        S = warpgroup_mma(k_s.index(st).permute((1, 0)), uk_s, S * gl.exp(g_last), is_async=True)
+        S = warpgroup_mma_wait(num_outstanding=0, deps=(S, ))
+        mbarrier.arrive(empty.index(st), count=1)
+    gl.store(state_ptr + ws * stride_s + s_off, S, mask=(s_off >= 0) & (ws >= 0))
+
+
+@gluon.jit
+def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, p_s, vec_s, sd_s, und_s, ready,
+               empty, hand_ready, hand_empty, BV: gl.constexpr, STAGES: gl.constexpr):
+    o_layout: gl.constexpr = mma_layout(BV)
+    rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    r = gl.arange(0, BT, layout=rows)
+    vs = vb0 + gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
+    for c in range(n_chunks):
+        st = c % STAGES
+        hb = c % 2
+        mbarrier.wait(ready.index(st), (c // STAGES) & 1)
+        mbarrier.wait(hand_ready.index(hb), (c // 2) & 1)
+        o = warpgroup_mma(q_s.index(st), sd_s.index(hb), gl.zeros([BT, BV], gl.float32, o_layout), use_acc=False,
+                          is_async=True)
+        o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
+        qs = vec_s.index(4 * st + 1).load(rows) * gl.exp(vec_s.index(4 * st).load(rows)) * scale
+        o = warpgroup_mma(p_s.index(st), und_s.index(hb), o * qs[:, None], is_async=True)
+        o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
+        mbarrier.arrive(hand_empty.index(hb), count=1)
+        mbarrier.arrive(empty.index(st), count=1)
+        t = bos + c * BT + r
+        o_off = (t.to(gl.int64) * stride_ot + hv * stride_oh)[:, None] + vs[None, :]
+        gl.store(o_ptr + o_off, o.to(o_ptr.dtype.element_ty), mask=(t < eos)[:, None])
+
+
+@gluon.jit
+def _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c, hv, HV, r):
+    """Chunk c's γ, q norms and k norms (0 past eos) and its last γ (in every lane)."""
+    t0 = bos + c * BT
+    t = t0 + r
+    tm = t < eos
+    hrow = t.to(gl.int64) * HV + hv
+    last = (gl.minimum(t0 + BT, eos) - 1).to(gl.int64) * HV + hv
+    return (gl.load(gc_ptr + hrow, mask=tm, other=0.0), gl.load(qn_ptr + hrow, mask=tm, other=0.0),
+            gl.load(kn_ptr + hrow, mask=tm, other=0.0), gl.load(gc_ptr + last + r * 0))
+
+
+@gluon.jit
+def _ws_producer(w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, bos, eos, hv, hk, vb0, HV, n_chunks,
+                 w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K: gl.constexpr, V: gl.constexpr,
+                 STAGES: gl.constexpr):
+    v_layout: gl.constexpr = gl.BlockedLayout([2], [32], [1], [0])
+    r = gl.arange(0, BT, layout=v_layout)
+    nbytes: gl.constexpr = (w_desc.block_type.nbytes + u_desc.block_type.nbytes + q_desc.block_type.nbytes
+                            + k_desc.block_type.nbytes + p_desc.block_type.nbytes)
+    # the row vectors are strided plain loads ([T, Hv] rows, no TMA box): each chunk's are loaded
+    # while the producer waits for the stage they go to, one chunk ahead (loaded when stored, they
+    # held the producer for a load latency a chunk and the scan at T=32K took 1073 µs instead of 678)
+    gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, 0, hv, HV, r)
+    for c in range(n_chunks):
+        st = c % STAGES
+        mbarrier.wait(empty.index(st), ((c // STAGES) & 1) ^ 1)  # a fresh barrier counts as phase 1 complete
+        vec_s.index(4 * st).store(gcv)
+        vec_s.index(4 * st + 1).store(qnv)
+        vec_s.index(4 * st + 2).store(knv)
+        vec_s.index(4 * st + 3).store(glv)
+        # the TMA boxes cover whole chunks over all T rows: rows past eos belong to the next
+        # sequence (or read zero past T); they reach only rows of U' that kn = 0 cancels, rows of
+        # P·U' above P's diagonal, and output rows the store masks
+        t0 = bos + c * BT
+        bar = ready.index(st)
+        mbarrier.expect(bar, nbytes)
+        tma_load(w_desc, [t0, hv * K], bar, w_s.index(st))
+        tma_load(u_desc, [t0, hv * V + vb0], bar, u_s.index(st))
+        tma_load(q_desc, [t0, hk * K], bar, q_s.index(st))
+        tma_load(k_desc, [t0, hk * K], bar, k_s.index(st))
+        tma_load(p_desc, [t0, hv * BT], bar, p_s.index(st))
+        gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c + 1, hv, HV, r)
+
+
+@gluon.jit
+def _gdn_scan_ws_kernel(
+    w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
+    HV, GROUP, stride_ot, stride_oh, stride_s,
+    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr,
+):
+    b = gl.program_id(0)
+    hv = gl.program_id(1)
+    hk = hv // GROUP
+    vb0 = gl.program_id(2) * BV
+    bos = gl.load(cu_ptr + b)
+    eos = gl.load(cu_ptr + b + 1)
+    rs = gl.load(rs_ptr + b).to(gl.int64)
+    ws = gl.load(ws_ptr + b).to(gl.int64)
+    n_chunks = gl.cdiv(eos - bos, BT)
+
+    dt: gl.constexpr = w_desc.dtype
+    w_s = gl.allocate_shared_memory(dt, [STAGES, BT, K], w_desc.layout)
+    u_s = gl.allocate_shared_memory(dt, [STAGES, BT, BV], u_desc.layout)
+    q_s = gl.allocate_shared_memory(dt, [STAGES, BT, K], q_desc.layout)
+    k_s = gl.allocate_shared_memory(dt, [STAGES, BT, K], k_desc.layout)
+    p_s = gl.allocate_shared_memory(dt, [STAGES, BT, BT], p_desc.layout)
+    # row vectors of each stage: γ, q norms, k norms, the chunk's last γ (rows 4·stage .. 4·stage + 3)
+    vec_s = gl.allocate_shared_memory(gl.float32, [STAGES * 4, BT], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    sd_s = gl.allocate_shared_memory(dt, [2, K, BV], gl.NVMMASharedLayout.get_default_for([K, BV], dt))
+    und_s = gl.allocate_shared_memory(dt, [2, BT, BV], gl.NVMMASharedLayout.get_default_for([BT, BV], dt))
+    uk_s = gl.allocate_shared_memory(dt, [BT, BV], gl.NVMMASharedLayout.get_default_for([BT, BV], dt))
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    hand_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    hand_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # the chain and the output warpgroup release a stage
+    for i in gl.static_range(2):
+        mbarrier.init(hand_ready.index(i), count=1)
+        mbarrier.init(hand_empty.index(i), count=1)
+
+    gl.warp_specialize([
+        (_ws_chain, (state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, sd_s, und_s, uk_s, ready,
+                     empty, hand_ready, hand_empty, K, V, BV, STAGES)),
+        (_ws_output, (o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, p_s, vec_s, sd_s, und_s,
+                      ready, empty, hand_ready, hand_empty, BV, STAGES)),
+        (_ws_producer, (w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, bos, eos, hv, hk, vb0, HV,
+                        n_chunks, w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K, V, STAGES)),
+    ], [4, 1], [152, 40])
+
+
+
+def supports_scan_ws(q, k, chunks, state) -> str | None:
+    """Why the warp-specialised scan cannot run a call (None when it can)."""
+    K, V = q.shape[2], chunks["u"].shape[2]
+    if q.dtype not in GL_DTYPES or any(chunks[n].dtype != q.dtype for n in ("w", "u", "p")) or k.dtype != q.dtype:
+        return "the warp-specialised scan takes bf16 or fp16 q, k, W, U, P alike"
+    if K != 128 or V % 32:
+        return f"head dims K={K}, V={V}: the scan is built for K = 128 and V a multiple of 32"
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+        return "the warp-specialised scan targets sm_90 (wgmma + TMA)"
+    for name, x in (("q", q), ("k", k), ("w", chunks["w"]), ("u", chunks["u"]), ("p", chunks["p"])):
+        if x.stride(2) != 1 or x.stride(1) != x.shape[2] or (x.stride(0) * x.element_size()) % 16 or x.data_ptr() % 16:
+            return f"{name} must be [T, H, D] with dense heads and 16-byte aligned rows (one TMA tensor)"
+    return None
+
+
+def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv: int, stages: int = 2) -> None:
+    """Launch 2 of gdn_extend on the warp-specialised kernel (gdn.scan's contract)."""
+    T, HK, K = q.shape
+    HV, V = o.shape[1], o.shape[2]
+    B = cu_seqlens.shape[0] - 1
+    gdt = GL_DTYPES[q.dtype]
+
+    def desc(x, cols, box):
+        layout = gl.NVMMASharedLayout.get_default_for(box, gdt)
+        return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box, layout)
+
+    descs = (desc(chunks["w"], HV * K, [64, K]), desc(chunks["u"], HV * V, [64, bv]), desc(q, HK * K, [64, K]),
+             desc(k, HK * K, [64, K]), desc(chunks["p"], HV * 64, [64, 64]))
+    _gdn_scan_ws_kernel[(B, HV, V // bv)](
+        *descs, chunks["gc"], chunks["qn"], chunks["kn"], state, cu_seqlens, read_slots, write_slots, o, scale,
+        HV, HV // HK, o.stride(0), o.stride(1), state.stride(0), K=K, V=V, BV=bv, STAGES=stages, num_warps=4,
+        maxnreg=168,
+    )
