@@ -90,7 +90,7 @@ EXTEND_VARIANTS = {
     # stage kept "s:lean2 bv16 st2" (123 KB) from (BV 32 only just: 2 x 116.5 KB of 228). 4 stages
     # at BV 32: 224 KB (248 KB at BV 64: over the 227 KB limit).
     # the scan on the warp-specialised Gluon kernel (gdn_ws.py: producer warp, chain warpgroup,
-    # output warpgroup; the default since 06:14 UTC); "stages" is its ring depth there (default 2).
+    # output warpgroup; the default since 05:55 UTC); "stages" is its ring depth there (default 2).
     # "s:triton scan": the Triton LEAN 2 scan, the default before
     "s:triton scan": dict(extra={"sws": False}),
     "s:sws": dict(extra={"sws": True}),

@@ -11,7 +11,7 @@ gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in 
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
 inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
 scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90 (this module's Triton LEAN 2
-scan elsewhere) — sweep of 06:14 UTC, FLA chunk in the same run: T=32K 1568 µs against 2386,
+scan elsewhere) — sweep of 05:55 UTC, FLA chunk in the same run: T=32K 1568 µs against 2386,
 8×4096 1560 against 2428 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply
 or tiles are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and
 old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the
@@ -833,14 +833,14 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     [64, 64] decay a chunk in each V-block program, off the dependent chain but not overlapped
     with it (offline sm_90, Triton 3.6, BV 32: 1567 instructions in the scan's loop against 863);
     ignored (P written) where the prepare is not "nilt" or the scan not LEAN 2. Measured (H100,
-    05:43 / 06:14 UTC, FLA in the same run): T=8K 603 µs against the default's 479, T=32K 2208 /
+    05:44 / 05:55 UTC, FLA in the same run): T=8K 603 µs against the default's 479, T=32K 2208 /
     2241 against 1787 / 1776, 8x4096 1531 / 1521 against 1618 / 1617 (the only win; sws 1560).
 
-    "sws" (H100, bench/gpu/sweep_gdn.py 06:14 UTC, FLA 2386 / 2428 µs in the same run): T=32K
+    "sws" (H100, bench/gpu/sweep_gdn.py 05:55 UTC, FLA 2386 / 2428 µs in the same run): T=32K
     1568 µs (scan 747) against 1776 (scan 935) = 1.52x FLA; 8x4096 1560 against 1617 = 1.56x.
     Its first form loaded the row vectors (γ, norms) when it stored them, a load latency a chunk
     in the producer: scan 1073 µs at T=32K, 678 with those loads skipped, 650 with the TMA loads
-    skipped, 521 with both (06:05 probe, numerics off) — now they are loaded a chunk ahead.
+    skipped, 521 with both (05:52 probe, numerics off) — now they are loaded a chunk ahead.
 
     Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, Qwen3-Next shapes Hk=16,
     Hv=32, K=V=128, bf16): "nilt" at 4 warps with "pinv" and "pgrid", capped at 128 registers
