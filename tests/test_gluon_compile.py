@@ -2,7 +2,7 @@
 compiled for sm_90 on the CPU: Gluon has no interpreter, so this is what `make test` can check
 without a GPU — each kernel builds with the installed Triton at the shapes it runs (attention:
 Qwen3-Next's d=256 and Llama's d=128, packed GQA with split-K too; the GDN scan at K = V = 128,
-V blocks of 32 and 64), fits the 227 KB of shared memory a Hopper CTA may use, and its machine
+V blocks of 32 and 64, P computed in the kernel or read), fits the 227 KB of shared memory a Hopper CTA may use, and its machine
 code is what the design says: wgmma products, TMA loads and a register reallocation between the
 partitions. Their numerics run on the device (tests/gpu/test_attention_ws.py,
 tests/gpu/test_engine_layouts.py and the kernel grid).
@@ -47,20 +47,20 @@ def _desc(box):
     return f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
 
 
-def _compile_gdn_scan(BV: int, stages: int):
+def _compile_gdn_scan(BV: int, stages: int, pscan: bool):
     names = ("w_desc u_desc q_desc k_desc p_desc gc_ptr qn_ptr kn_ptr state_ptr cu_ptr rs_ptr ws_ptr o_ptr scale HV "
              "GROUP stride_ot stride_oh stride_s").split()
     types = ([_desc([64, 128]), _desc([64, BV]), _desc([64, 128]), _desc([64, 128]), _desc([64, 64])]
              + ["*fp32"] * 4 + ["*i32"] * 3 + ["*bf16", "fp32"] + ["i32"] * 5)
-    constexprs = dict(K=128, V=128, BV=BV, STAGES=stages)
+    constexprs = dict(K=128, V=128, BV=BV, STAGES=stages, PSCAN=pscan)
     signature = dict(zip(names, types), **{c: "constexpr" for c in constexprs})
     return triton.compile(GluonASTSource(fn=gdn_ws._gdn_scan_ws_kernel, signature=signature, constexprs=constexprs),
                           target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": 168})
 
 
 @pytest.mark.parametrize("kernel_name,shape", [("attention", (128, 1, 1)), ("attention", (256, 1, 1)),
-                                               ("attention", (256, 8, 4)), ("gdn_scan", (32, 2)),
-                                               ("gdn_scan", (64, 2))])
+                                               ("attention", (256, 8, 4)), ("gdn_scan", (32, 2, True)),
+                                               ("gdn_scan", (64, 2, True)), ("gdn_scan", (32, 2, False))])
 def test_ws_kernel_compiles_for_sm90(kernel_name, shape):
     kernel = _compile(*shape) if kernel_name == "attention" else _compile_gdn_scan(*shape)
     assert 0 < kernel.metadata.shared <= HOPPER_SMEM_PER_CTA

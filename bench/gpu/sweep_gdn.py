@@ -14,11 +14,14 @@ device) runs only with --risky, in a child process of its own; if the context is
 remaining variants run in a fresh child process.
 
 Variant names: "default" is the backend's current launch (gdn.extend_config: "nilt" prepare at 4
-warps capped at 128 registers, inverse in registers, v-head-major grid + LEAN 2 scan;
-gdn.decode_config), "old default" the previous one (gdn.old_extend_config: "blocks" prepare at 2
-warps, LEAN 0 scan); extend variants override entries of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan
-num_stages, scan LEAN form, launch options): "p:*" change the prepare launch only, "s:*" the scan
-only, "c:*" both. Only launch shapes of the kept kernels and the fallbacks remain (see EXTEND_VARIANTS).
+warps capped at 128 registers, inverse in registers, v-head-major grid, without P + the LEAN 2
+scan on the Gluon kernel computing P; gdn.decode_config), "old default" the round-1 one
+(gdn.old_extend_config: "blocks" prepare at 2 warps, LEAN 0 scan); extend variants override
+entries of the default's 8-tuple (scan BV, scan warps, prepare BK, prepare warps, prepare kind,
+scan num_stages, scan LEAN form, launch options; "extra" dicts merge): "p:*" change the prepare
+launch only, "s:*" the scan only, "c:*" both. The default's prepare leaves P out ("pscan"), so an
+"s:*" variant of a scan that reads P (LEAN 0/1, "sws": False) reports an error: time those as
+"c:*". Only launch shapes of the kept kernels and the fallbacks remain (see EXTEND_VARIANTS).
 """
 
 from __future__ import annotations
@@ -89,27 +92,28 @@ EXTEND_VARIANTS = {
     # and 255 registers, BV 16 107 KB and 195 registers (no spill): 2 CTAs an SM, which P's 8 KB a
     # stage kept "s:lean2 bv16 st2" (123 KB) from (BV 32 only just: 2 x 116.5 KB of 228). 4 stages
     # at BV 32: 224 KB (248 KB at BV 64: over the 227 KB limit).
-    # the scan on the warp-specialised Gluon kernel (gdn_ws.py: producer warp, chain warpgroup,
-    # output warpgroup; the default since 05:55 UTC); "stages" is its ring depth there (default 2).
-    # "s:triton scan": the Triton LEAN 2 scan, the default before
-    "s:triton scan": dict(extra={"sws": False}),
-    "s:sws": dict(extra={"sws": True}),
-    "s:sws st3": dict(stages=3, extra={"sws": True}),
-    "s:sws bv16": dict(bv=16, extra={"sws": True}),
-    "s:sws bv64": dict(bv=64, extra={"sws": True}),
-    "c:pscan": dict(extra={"pscan": True}),
-    "c:pscan st2": dict(stages=2, extra={"pscan": True}),
-    "c:pscan bv32": dict(bv=32, extra={"pscan": True}),
-    "c:pscan bv32 st2": dict(bv=32, stages=2, extra={"pscan": True}),
-    "c:pscan bv32 st4": dict(bv=32, stages=4, extra={"pscan": True}),
-    "c:pscan bv16 st2": dict(bv=16, stages=2, extra={"pscan": True}),
+    # the default scan is the warp-specialised Gluon kernel (gdn_ws.py: producer warp, chain
+    # warpgroup, output warpgroup computing P: "sws" + "pscan", 06:03 UTC); "stages" is its ring
+    # depth there (default 2). "c:triton scan": the Triton LEAN 2 scan reading the prepare's P, the
+    # default before; "c:sws no pscan": the Gluon scan reading the prepare's P
+    "c:triton scan": dict(extra={"sws": False, "pscan": False}),
+    "c:sws no pscan": dict(extra={"pscan": False}),
+    "s:sws st3": dict(stages=3),
+    "s:sws bv16": dict(bv=16),
+    "s:sws bv64": dict(bv=64),
+    "c:pscan": dict(extra={"sws": False, "pscan": True}),
+    "c:pscan st2": dict(stages=2, extra={"sws": False, "pscan": True}),
+    "c:pscan bv32": dict(bv=32, extra={"sws": False, "pscan": True}),
+    "c:pscan bv32 st2": dict(bv=32, stages=2, extra={"sws": False, "pscan": True}),
+    "c:pscan bv32 st4": dict(bv=32, stages=4, extra={"sws": False, "pscan": True}),
+    "c:pscan bv16 st2": dict(bv=16, stages=2, extra={"sws": False, "pscan": True}),
     # RISKY: TMA at num_stages=1 (illegal address on the device, Triton 3.6; Triton 3.9's TMA
     # lowering asserts on the prepare's loads at num_stages=1)
     "s:lean2 st1": dict(stages=1),
 }
 RISKY = ("s:lean2 st1",)
 # the variants run without --full, in this order
-MAIN_EXTEND = ("default", "old default", "s:triton scan", "c:pscan", "c:pscan bv16 st2", "c:pscan bv32 st2", "c:pscan bv32",
+MAIN_EXTEND = ("default", "old default", "c:triton scan", "c:sws no pscan", "c:pscan", "c:pscan bv16 st2", "c:pscan bv32 st2", "c:pscan bv32",
                "c:pscan st2", "c:pscan bv32 st4", "s:lean2 bv16 st2", "p:scratch r168", "p:no inv", "p:no hv", "p:r168",
                "p:nilt w4 nocap", "s:bv64", "p:blocks w2", "s:lean1", "p:nilt w4 bk64", "s:lean1 st1", "p:nilt w8 r128",
                "s:lean2 st2")

@@ -39,7 +39,7 @@ def _engine_gdn_args(lens, hk, hv, dk, dv, pool):
                 scale=dk ** -0.5, qk_l2norm=True)
 
 
-@pytest.mark.parametrize("form", ["default", "tma", "pscan", "sws"])
+@pytest.mark.parametrize("form", ["default", "tma", "pscan", "sws", "sws+pscan"])
 @pytest.mark.parametrize("hk,hv,dk,dv", [(2, 4, 16, 16), (2, 4, 32, 32), (16, 32, 128, 128)])
 def test_gdn_extend_on_engine_layout_with_nan_pools(hk, hv, dk, dv, form):
     """form "tma": the TMA prepare + scan (the default only at K = V = 128) asked for at every head
@@ -49,16 +49,16 @@ def test_gdn_extend_on_engine_layout_with_nan_pools(hk, hv, dk, dv, form):
     takes the "blocks" prepare below 32-column tiles, so at K = 16 this checks that fallback.
     Form "pscan": the same with P computed by the scan (the sweep-only launch option; its q/k
     rows past a sequence's end are the next sequence's). Form "sws": the scan on the
-    warp-specialised Gluon kernel (gdn_ws.py; at K = 128 only, elsewhere the Triton scan)."""
+    warp-specialised Gluon kernel (gdn_ws.py; at K = 128 only, elsewhere the Triton scan), and
+    "sws+pscan" with P computed by its output warpgroup."""
     from tokenyard.backends.nvidia import gdn
 
     lens = [3, 77, 300, 1, 64, 129]
     args = _engine_gdn_args(lens, hk, hv, dk, dv, pool=2 * len(lens) + 3)
-    if form in ("tma", "pscan", "sws"):
+    if form != "default":
         config = list(gdn.extend_config(len(lens), hv, 128, 128))
         config[0] = min(config[0], dv)   # the scan's V block
-        if form in ("pscan", "sws"):
-            config[7] = {**config[7], form: True}
+        config[7] = {**config[7], "sws": "sws" in form, "pscan": "pscan" in form}
         args["config"] = tuple(config)
     ref_args = {k: (v.float() if isinstance(v, torch.Tensor) and v.dtype == BF16 else
                     v.clone() if isinstance(v, torch.Tensor) else v) for k, v in args.items() if k != "config"}

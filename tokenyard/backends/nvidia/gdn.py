@@ -10,12 +10,13 @@ extend ops launch without a sync (varlen chunk indices are found in-kernel from 
 gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
 inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
-scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90 (this module's Triton LEAN 2
-scan elsewhere) — sweep of 05:55 UTC, FLA chunk in the same run: T=32K 1568 µs against 2386,
-8×4096 1560 against 2428 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply
-or tiles are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and
-old_extend_config ("blocks" + LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the
-default applies at K = V = 128 only (extend_config says why and lists what was removed).
+scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90, with P computed by that
+scan's output warpgroup (this module's Triton LEAN 2 scan elsewhere) — sweeps of 05:55 and 06:03
+UTC, FLA chunk in the same run: T=32K 1568 µs against 2386 (without P in the scan), 8×4096 1454
+against 2431 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply or tiles
+are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and old_extend_config ("blocks" +
+LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the default applies at K = V = 128
+only (extend_config says why and lists what was removed).
 """
 
 from __future__ import annotations
@@ -836,6 +837,11 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     05:44 / 05:55 UTC, FLA in the same run): T=8K 603 µs against the default's 479, T=32K 2208 /
     2241 against 1787 / 1776, 8x4096 1531 / 1521 against 1618 / 1617 (the only win; sws 1560).
 
+    "sws" + "pscan" (the default since 06:03 UTC: P computed by the Gluon scan's output warpgroup,
+    off the chain; the prepare without QKᵀ and P): T=8K 415 µs against "sws" alone 412, T=32K 1547
+    against 1589, 8x4096 1454 against 1588 (bench/gpu/sweep_gdn.py 06:03 UTC; FLA's own times were
+    off in that run: 1037 / 2947 / 2431).
+
     "sws" (H100, bench/gpu/sweep_gdn.py 05:55 UTC, FLA 2386 / 2428 µs in the same run): T=32K
     1568 µs (scan 747) against 1776 (scan 935) = 1.52x FLA; 8x4096 1560 against 1617 = 1.56x.
     Its first form loaded the row vectors (γ, norms) when it stored them, a load latency a chunk
@@ -845,7 +851,8 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     Default (bench/gpu/sweep_gdn.py on the H100, FLA in the same run, Qwen3-Next shapes Hk=16,
     Hv=32, K=V=128, bf16): "nilt" at 4 warps with "pinv" and "pgrid", capped at 128 registers
     (4 CTAs an SM; offline sm_90, Triton 3.9: 166 registers uncapped with no spill, 200 B of stack
-    at the cap, faster on the device all the same) + LEAN 2 scan on the Gluon kernel ("sws"). Sweeps of
+    at the cap, faster on the device all the same) + LEAN 2 scan on the Gluon kernel ("sws") with P
+    computed there ("pscan"). Sweeps of
     2026-11-23 05:02 / 05:18 UTC, prepare alone: T=32K 1127 -> 834 / 849 µs, 8x4096 1140 -> 861
     / 846 against the previous default's prepare ("nilt" with the scratch, capped at 168: ncu at
     T=32K DRAM 55%, L1 70% busy, 37% of stalls on L1TEX scoreboards, 720 B of stack offline);
@@ -874,7 +881,7 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     if k != 128 or v != 128:
         return old_extend_config(batch, heads, v)
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
-            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": True})
+            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": True, "pscan": True})
 
 
 def old_extend_config(batch: int, heads: int, v: int) -> tuple:
@@ -980,6 +987,10 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
                u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device))
     pscan = bool(extra.get("pscan")) and kind == "nilt" and _scan_lean(lean, q, k, out["w"], out["u"], None,
                                                                          min(bv, V)) == 2
+    if pscan and extra.get("sws") and not (q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
+        # asked for beside the Gluon scan, whose output warpgroup computes P off the chain; where that
+        # scan cannot run, the Triton scan's P on the chain costs more than reading it (extend_config)
+        pscan = False
     norms = ("gq", "gk") if pscan else ("qn", "kn")
     out.update(p=None if pscan else torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
                gc=torch.empty((T, HV), dtype=torch.float32, device=v.device),
@@ -1029,7 +1040,7 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     lean = _scan_lean(lean, q, k, chunks["w"], chunks["u"], p, bv)
     if p is None and lean != 2:
         raise ValueError("gdn_extend: chunks prepared without P (\"pscan\") need the LEAN 2 scan of the same config")
-    if extra.get("sws") and lean == 2 and p is not None:
+    if extra.get("sws") and lean == 2:
         ws = _warp_specialised_scan(q, k, chunks, state)
         if ws is not None:
             ws.scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv, stages=stages or 2)

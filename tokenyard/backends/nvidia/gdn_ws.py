@@ -37,7 +37,7 @@ BT = gl.constexpr(64)  # chunk length (gdn.CHUNK)
 @gluon.jit
 def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, sd_s, und_s, uk_s, ready, empty,
               hand_ready, hand_empty,
-              K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr):
+              K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr, PSCAN: gl.constexpr):
     s_layout: gl.constexpr = mma_layout(BV)  # [K, BV] and [BT, BV] accumulators
     rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     ks = gl.arange(0, K, layout=rows)
@@ -59,10 +59,12 @@ def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec
         und_s.index(hb).store(un.to(und_s.dtype))
         fence_async_shared()
         mbarrier.arrive(hand_ready.index(hb), count=1)  # S and U' of chunk c are the output's now
-        gc = vec_s.index(4 * st).load(rows)
-        kn = vec_s.index(4 * st + 2).load(rows)
         g_last = gl.max(vec_s.index(4 * st + 3).load(rows), 0)
-        uk_s.store((un * (kn * gl.exp(g_last - gc))[:, None]).to(uk_s.dtype))
+        if PSCAN:  # row 2 holds gk = γ − ln kn (+inf past eos)
+            kscale = gl.exp(g_last - vec_s.index(4 * st + 2).load(rows))
+        else:
+            kscale = vec_s.index(4 * st + 2).load(rows) * gl.exp(g_last - vec_s.index(4 * st).load(rows))
+        uk_s.store((un * kscale[:, None]).to(uk_s.dtype))
         fence_async_shared()
         S = warpgroup_mma(k_s.index(st).permute((1, 0)), uk_s, S * gl.exp(g_last), is_async=True)
         S = warpgroup_mma_wait(num_outstanding=0, deps=(S, ))
@@ -71,9 +73,13 @@ def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec
 
 
 @gluon.jit
-def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, p_s, vec_s, sd_s, und_s, ready,
-               empty, hand_ready, hand_empty, BV: gl.constexpr, STAGES: gl.constexpr):
+def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, k_s, p_s, vec_s, sd_s, und_s,
+               ready, empty, hand_ready, hand_empty, BV: gl.constexpr, STAGES: gl.constexpr, PSCAN: gl.constexpr):
     o_layout: gl.constexpr = mma_layout(BV)
+    qk_layout: gl.constexpr = mma_layout(BT)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    ri = gl.arange(0, BT, layout=gl.SliceLayout(1, qk_layout))
+    rj = gl.arange(0, BT, layout=gl.SliceLayout(0, qk_layout))
     rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     r = gl.arange(0, BT, layout=rows)
     vs = vb0 + gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
@@ -85,8 +91,23 @@ def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, 
         o = warpgroup_mma(q_s.index(st), sd_s.index(hb), gl.zeros([BT, BV], gl.float32, o_layout), use_acc=False,
                           is_async=True)
         o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
-        qs = vec_s.index(4 * st + 1).load(rows) * gl.exp(vec_s.index(4 * st).load(rows)) * scale
-        o = warpgroup_mma(p_s.index(st), und_s.index(hb), o * qs[:, None], is_async=True)
+        if PSCAN:
+            # P = QKᵀ ⊙ scale·e^{gq_i − gk_j} on and below the diagonal, from the raw q and k tiles
+            # (gdn.py's PSCAN scan states the exponents: rows 1 and 2 hold gq = γ + ln qn, −inf past
+            # eos, and gk = γ − ln kn): one exponent an element, so no e^{±γ} can overflow; P stays
+            # in registers as the A operand of P·U'
+            qk = warpgroup_mma(q_s.index(st), k_s.index(st).permute((1, 0)), gl.zeros([BT, BT], gl.float32, qk_layout),
+                               use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+            lq = vec_s.index(4 * st + 1).load(gl.SliceLayout(1, qk_layout)) * 1.4426950408889634 + gl.log2(scale)
+            lk = vec_s.index(4 * st + 2).load(gl.SliceLayout(0, qk_layout)) * 1.4426950408889634
+            decay = gl.exp2(gl.where(ri[:, None] >= rj[None, :], lq[:, None] - lk[None, :], float("-inf")))
+            p = gl.convert_layout((qk * decay).to(und_s.dtype), p_layout)
+            qs = gl.exp(vec_s.index(4 * st + 1).load(rows)) * scale
+            o = warpgroup_mma(p, und_s.index(hb), o * qs[:, None], is_async=True)
+        else:
+            qs = vec_s.index(4 * st + 1).load(rows) * gl.exp(vec_s.index(4 * st).load(rows)) * scale
+            o = warpgroup_mma(p_s.index(st), und_s.index(hb), o * qs[:, None], is_async=True)
         o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
         mbarrier.arrive(hand_empty.index(hb), count=1)
         mbarrier.arrive(empty.index(st), count=1)
@@ -96,29 +117,33 @@ def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, 
 
 
 @gluon.jit
-def _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c, hv, HV, r):
-    """Chunk c's γ, q norms and k norms (0 past eos) and its last γ (in every lane)."""
+def _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c, hv, HV, r, PSCAN: gl.constexpr):
+    """Chunk c's γ, q norms and k norms (0 past eos; PSCAN: the exponents gq, −inf past eos, and gk,
+    +inf) and its last γ (in every lane)."""
     t0 = bos + c * BT
     t = t0 + r
     tm = t < eos
     hrow = t.to(gl.int64) * HV + hv
     last = (gl.minimum(t0 + BT, eos) - 1).to(gl.int64) * HV + hv
-    return (gl.load(gc_ptr + hrow, mask=tm, other=0.0), gl.load(qn_ptr + hrow, mask=tm, other=0.0),
-            gl.load(kn_ptr + hrow, mask=tm, other=0.0), gl.load(gc_ptr + last + r * 0))
+    q_past: gl.constexpr = float("-inf") if PSCAN else 0.0
+    k_past: gl.constexpr = float("inf") if PSCAN else 0.0
+    return (gl.load(gc_ptr + hrow, mask=tm, other=0.0), gl.load(qn_ptr + hrow, mask=tm, other=q_past),
+            gl.load(kn_ptr + hrow, mask=tm, other=k_past), gl.load(gc_ptr + last + r * 0))
 
 
 @gluon.jit
 def _ws_producer(w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, bos, eos, hv, hk, vb0, HV, n_chunks,
                  w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K: gl.constexpr, V: gl.constexpr,
-                 STAGES: gl.constexpr):
+                 STAGES: gl.constexpr, PSCAN: gl.constexpr):
     v_layout: gl.constexpr = gl.BlockedLayout([2], [32], [1], [0])
     r = gl.arange(0, BT, layout=v_layout)
+    p_bytes: gl.constexpr = 0 if PSCAN else p_desc.block_type.nbytes
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + u_desc.block_type.nbytes + q_desc.block_type.nbytes
-                            + k_desc.block_type.nbytes + p_desc.block_type.nbytes)
+                            + k_desc.block_type.nbytes + p_bytes)
     # the row vectors are strided plain loads ([T, Hv] rows, no TMA box): each chunk's are loaded
     # while the producer waits for the stage they go to, one chunk ahead (loaded when stored, they
     # held the producer for a load latency a chunk and the scan at T=32K took 1073 µs instead of 678)
-    gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, 0, hv, HV, r)
+    gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, 0, hv, HV, r, PSCAN)
     for c in range(n_chunks):
         st = c % STAGES
         mbarrier.wait(empty.index(st), ((c // STAGES) & 1) ^ 1)  # a fresh barrier counts as phase 1 complete
@@ -136,15 +161,16 @@ def _ws_producer(w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr,
         tma_load(u_desc, [t0, hv * V + vb0], bar, u_s.index(st))
         tma_load(q_desc, [t0, hk * K], bar, q_s.index(st))
         tma_load(k_desc, [t0, hk * K], bar, k_s.index(st))
-        tma_load(p_desc, [t0, hv * BT], bar, p_s.index(st))
-        gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c + 1, hv, HV, r)
+        if not PSCAN:
+            tma_load(p_desc, [t0, hv * BT], bar, p_s.index(st))
+        gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c + 1, hv, HV, r, PSCAN)
 
 
 @gluon.jit
 def _gdn_scan_ws_kernel(
     w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, state_ptr, cu_ptr, rs_ptr, ws_ptr, o_ptr, scale,
     HV, GROUP, stride_ot, stride_oh, stride_s,
-    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr,
+    K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr, PSCAN: gl.constexpr = False,
 ):
     b = gl.program_id(0)
     hv = gl.program_id(1)
@@ -161,7 +187,8 @@ def _gdn_scan_ws_kernel(
     u_s = gl.allocate_shared_memory(dt, [STAGES, BT, BV], u_desc.layout)
     q_s = gl.allocate_shared_memory(dt, [STAGES, BT, K], q_desc.layout)
     k_s = gl.allocate_shared_memory(dt, [STAGES, BT, K], k_desc.layout)
-    p_s = gl.allocate_shared_memory(dt, [STAGES, BT, BT], p_desc.layout)
+    p_stages: gl.constexpr = 1 if PSCAN else STAGES  # PSCAN: P is computed by the output warpgroup
+    p_s = gl.allocate_shared_memory(dt, [p_stages, BT, BT], p_desc.layout)
     # row vectors of each stage: γ, q norms, k norms, the chunk's last γ (rows 4·stage .. 4·stage + 3)
     vec_s = gl.allocate_shared_memory(gl.float32, [STAGES * 4, BT], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     sd_s = gl.allocate_shared_memory(dt, [2, K, BV], gl.NVMMASharedLayout.get_default_for([K, BV], dt))
@@ -180,25 +207,29 @@ def _gdn_scan_ws_kernel(
 
     gl.warp_specialize([
         (_ws_chain, (state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, sd_s, und_s, uk_s, ready,
-                     empty, hand_ready, hand_empty, K, V, BV, STAGES)),
-        (_ws_output, (o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, p_s, vec_s, sd_s, und_s,
-                      ready, empty, hand_ready, hand_empty, BV, STAGES)),
+                     empty, hand_ready, hand_empty, K, V, BV, STAGES, PSCAN)),
+        (_ws_output, (o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, k_s, p_s, vec_s, sd_s,
+                      und_s, ready, empty, hand_ready, hand_empty, BV, STAGES, PSCAN)),
         (_ws_producer, (w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, bos, eos, hv, hk, vb0, HV,
-                        n_chunks, w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K, V, STAGES)),
+                        n_chunks, w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K, V, STAGES, PSCAN)),
     ], [4, 1], [152, 40])
 
 
 
 def supports_scan_ws(q, k, chunks, state) -> str | None:
-    """Why the warp-specialised scan cannot run a call (None when it can)."""
+    """Why the warp-specialised scan cannot run a call (None when it can). chunks["p"] is None when
+    the prepare left P to the scan ("pscan"): the output warpgroup computes it."""
     K, V = q.shape[2], chunks["u"].shape[2]
-    if q.dtype not in GL_DTYPES or any(chunks[n].dtype != q.dtype for n in ("w", "u", "p")) or k.dtype != q.dtype:
+    tiles = [("q", q), ("k", k), ("w", chunks["w"]), ("u", chunks["u"])]
+    if chunks["p"] is not None:
+        tiles.append(("p", chunks["p"]))
+    if q.dtype not in GL_DTYPES or any(x.dtype != q.dtype for _, x in tiles):
         return "the warp-specialised scan takes bf16 or fp16 q, k, W, U, P alike"
     if K != 128 or V % 32:
         return f"head dims K={K}, V={V}: the scan is built for K = 128 and V a multiple of 32"
     if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
         return "the warp-specialised scan targets sm_90 (wgmma + TMA)"
-    for name, x in (("q", q), ("k", k), ("w", chunks["w"]), ("u", chunks["u"]), ("p", chunks["p"])):
+    for name, x in tiles:
         if x.stride(2) != 1 or x.stride(1) != x.shape[2] or (x.stride(0) * x.element_size()) % 16 or x.data_ptr() % 16:
             return f"{name} must be [T, H, D] with dense heads and 16-byte aligned rows (one TMA tensor)"
     return None
@@ -210,15 +241,20 @@ def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, 
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
     gdt = GL_DTYPES[q.dtype]
+    pscan = chunks["p"] is None
 
-    def desc(x, cols, box):
+    def desc(x, rows, cols, box):
         layout = gl.NVMMASharedLayout.get_default_for(box, gdt)
-        return TensorDescriptor(x, [T, cols], [x.stride(0), 1], box, layout)
+        return TensorDescriptor(x, [rows, cols], [x.stride(0), 1], box, layout)
 
-    descs = (desc(chunks["w"], HV * K, [64, K]), desc(chunks["u"], HV * V, [64, bv]), desc(q, HK * K, [64, K]),
-             desc(k, HK * K, [64, K]), desc(chunks["p"], HV * 64, [64, 64]))
+    # pscan: no P tensor; a [64, 64] stand-in keeps the signature (the kernel never loads it)
+    p = torch.empty((64, 64), dtype=q.dtype, device=q.device) if pscan else chunks["p"]
+    descs = (desc(chunks["w"], T, HV * K, [64, K]), desc(chunks["u"], T, HV * V, [64, bv]),
+             desc(q, T, HK * K, [64, K]), desc(k, T, HK * K, [64, K]),
+             desc(p, p.shape[0], p.numel() // p.shape[0], [64, 64]))
+    norms = (chunks["gq"], chunks["gk"]) if pscan else (chunks["qn"], chunks["kn"])
     _gdn_scan_ws_kernel[(B, HV, V // bv)](
-        *descs, chunks["gc"], chunks["qn"], chunks["kn"], state, cu_seqlens, read_slots, write_slots, o, scale,
-        HV, HV // HK, o.stride(0), o.stride(1), state.stride(0), K=K, V=V, BV=bv, STAGES=stages, num_warps=4,
-        maxnreg=168,
+        *descs, chunks["gc"], *norms, state, cu_seqlens, read_slots, write_slots, o, scale,
+        HV, HV // HK, o.stride(0), o.stride(1), state.stride(0), K=K, V=V, BV=bv, STAGES=stages, PSCAN=pscan,
+        num_warps=4, maxnreg=168,
     )
