@@ -346,7 +346,7 @@ def sweep(op_name: str, rows: list, on_row=None) -> None:
                     (32, 4, 64, 1)):
             record("gdn_extend", label, cfg, lambda: gdn.gdn_extend(**a, config=cfg), False)
         # the two launches on their own, default configuration
-        cfg = gdn.extend_config(len(lens), 32, 128)
+        cfg = gdn.extend_config(len(lens), 32, 128, tokens=sum(lens))
         pa = (a["q"], a["k"], a["v"], a["g"], a["beta"], a["cu_seqlens"], a["scale"], True)
         chunks = gdn.prepare(*pa, cfg)
         o = torch.empty_like(a["v"])

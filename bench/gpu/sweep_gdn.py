@@ -92,15 +92,16 @@ EXTEND_VARIANTS = {
     # and 255 registers, BV 16 107 KB and 195 registers (no spill): 2 CTAs an SM, which P's 8 KB a
     # stage kept "s:lean2 bv16 st2" (123 KB) from (BV 32 only just: 2 x 116.5 KB of 228). 4 stages
     # at BV 32: 224 KB (248 KB at BV 64: over the 227 KB limit).
-    # the default scan is the warp-specialised Gluon kernel (gdn_ws.py: producer warp, chain
-    # warpgroup, output warpgroup computing P: "sws" + "pscan", 06:03 UTC); "stages" is its ring
-    # depth there (default 2). "c:triton scan": the Triton LEAN 2 scan reading the prepare's P, the
+    # the default scan from gdn.GLUON_SCAN_MIN_TOKENS tokens is the warp-specialised Gluon kernel
+    # (gdn_ws.py: producer warp, chain warpgroup, output warpgroup computing P: "sws" + "pscan",
+    # 06:03 UTC); "stages" is its ring depth there (default 2). "c:triton scan": the Triton LEAN 2 scan reading the prepare's P, the
     # default before; "c:sws no pscan": the Gluon scan reading the prepare's P
     "c:triton scan": dict(extra={"sws": False, "pscan": False}),
-    "c:sws no pscan": dict(extra={"pscan": False}),
-    "s:sws st3": dict(stages=3),
-    "s:sws bv16": dict(bv=16),
-    "s:sws bv64": dict(bv=64),
+    "c:sws no pscan": dict(extra={"sws": True, "pscan": False}),
+    "c:sws": dict(extra={"sws": True, "pscan": True}),  # = default from gdn.GLUON_SCAN_MIN_TOKENS tokens
+    "c:sws st3": dict(stages=3, extra={"sws": True, "pscan": True}),
+    "c:sws bv16": dict(bv=16, extra={"sws": True, "pscan": True}),
+    "c:sws bv64": dict(bv=64, extra={"sws": True, "pscan": True}),
     "c:pscan": dict(extra={"sws": False, "pscan": True}),
     "c:pscan st2": dict(stages=2, extra={"sws": False, "pscan": True}),
     "c:pscan bv32": dict(bv=32, extra={"sws": False, "pscan": True}),
@@ -131,10 +132,10 @@ DECODE_VARIANTS = {
 }
 
 
-def extend_config(batch: int, name: str) -> tuple:
+def extend_config(batch: int, name: str, tokens: int) -> tuple:
     hv, v = QWEN_GDN["Hv"], QWEN_GDN["V"]
     over = EXTEND_VARIANTS[name]
-    cfg = tuple(gdn.old_extend_config(batch, hv, v) if over == "old" else gdn.extend_config(batch, hv, v))
+    cfg = tuple(gdn.old_extend_config(batch, hv, v) if over == "old" else gdn.extend_config(batch, hv, v, tokens=tokens))
     base = dict(zip(FIELDS, cfg + ("blocks", None, 0, None)[len(cfg) - 4:]))
     if over != "old":
         for key, val in over.items():
@@ -250,7 +251,7 @@ def run_extend(opts, ceil, rows, emit) -> None:
                 print(f"# this case's share of the {opts.budget:.0f} s budget spent: gdn_extend {label} {name} skipped",
                       flush=True)
                 continue
-            cfg = extend_config(len(lens), name)
+            cfg = extend_config(len(lens), name, sum(lens))
             row = dict(op="gdn_extend", case=label, variant=name, config=str(cfg), lean=cfg[6], metric="flops",
                        amount=flops)
             try:

@@ -60,6 +60,9 @@ GRID = [
     ("gdn_extend", dict(lens=[1000, 1, 77, 4096], **QWEN_GDN, inplace=True)),
     ("gdn_extend", dict(lens=_lens(64, 1, 300, 1), **QWEN_GDN, resume=False)),
     ("gdn_extend", dict(lens=[300, 129], **QWEN_GDN, l2norm=False)),
+    # from gdn.GLUON_SCAN_MIN_TOKENS tokens a call the default scan is the Gluon kernel computing P
+    ("gdn_extend", dict(lens=[9000, 7001, 500], **QWEN_GDN)),
+    ("gdn_extend", dict(lens=[16384], **QWEN_GDN, resume=False, gate=4)),
     ("kv_cache_write", dict(T=1000, **{"Hk": 2, "D": 256}, page=16, kv_lens=[1000])),
     ("kv_cache_write", dict(T=513, Hk=8, D=128, page=64, kv_lens=[600, 600])),
 ]

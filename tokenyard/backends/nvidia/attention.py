@@ -10,7 +10,6 @@ Softmax runs in the exp2 domain (scores pre-multiplied by scale·log2 e) with fp
 
 from __future__ import annotations
 
-import math
 
 import torch
 import triton

@@ -41,11 +41,13 @@ from ._gluon import (
     fence_async_shared,
     mbarrier,
     mma_layout,
+    shared_layout,
     tma_load,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
 from .attention import LOG2E, _attn_decode_merge_kernel, _packed_heads, _sm_count, extend_splits
+from .gdn import sm_major
 
 WG_ROWS = gl.constexpr(64)  # query rows a consumer warpgroup owns (the wgmma M of one warpgroup)
 
@@ -307,7 +309,7 @@ def supports_ws(q, k_cache, v_cache) -> str | None:
         return "the caches must be contiguous (TMA over [pages x page, Hk x D])"
     if page % min(page, bn) or bn % min(page, bn) or min(page, bn) < 8:
         return f"page size {page} and the {bn}-key tile do not split into whole TMA boxes of >= 8 rows"
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+    if sm_major(q.device) != 9:
         return "the warp-specialised kernel targets sm_90 (wgmma + TMA)"
     return None
 
@@ -337,8 +339,8 @@ def attention_extend_ws(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlen
     bq = bm // hp
     blocks = triton.cdiv(T, bq) + B
     ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
-    k_layout = gl.NVMMASharedLayout.get_default_for([box, D], GL_DTYPES[q.dtype])
-    v_layout = gl.NVMMASharedLayout.get_default_for([box, DV], GL_DTYPES[q.dtype])
+    k_layout = shared_layout((box, D), q.dtype)
+    v_layout = shared_layout((box, DV), q.dtype)
     k_desc = TensorDescriptor.from_tensor(k_cache.view(-1, HK * D), [box, D], k_layout)
     v_desc = TensorDescriptor.from_tensor(v_cache.view(-1, HK * DV), [box, DV], v_layout)
     mo = torch.empty((T * HQ * ns, DV) if ns > 1 else (1,), dtype=q.dtype, device=q.device)

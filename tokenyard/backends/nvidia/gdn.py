@@ -10,8 +10,9 @@ extend ops launch without a sync (varlen chunk indices are found in-kernel from 
 gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
 inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
-scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90, with P computed by that
-scan's output warpgroup (this module's Triton LEAN 2 scan elsewhere) — sweeps of 05:55 and 06:03
+scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90 from GLUON_SCAN_MIN_TOKENS
+tokens a call (below, its ~200 µs of extra launch host time outweigh what it saves), with P
+computed by that scan's output warpgroup (this module's Triton LEAN 2 scan elsewhere) — sweeps of 05:55 and 06:03
 UTC, FLA chunk in the same run: T=32K 1568 µs against 2386 (without P in the scan), 8×4096 1454
 against 2431 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply or tiles
 are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and old_extend_config ("blocks" +
@@ -809,7 +810,10 @@ def _gdn_scan_kernel(
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
 
 
-def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
+GLUON_SCAN_MIN_TOKENS = 16384
+
+
+def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | None = None) -> tuple:
     """(scan BV, scan warps, prepare BK, prepare warps, prepare kind, scan num_stages, scan LEAN[, extra]):
     split V so the scan, the only sequential part, has enough programs to cover the SMs when there
     are few sequences.
@@ -880,8 +884,13 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128) -> tuple:
     NaN at 03:08 UTC when this form was the default everywhere."""
     if k != 128 or v != 128:
         return old_extend_config(batch, heads, v)
+    # the Gluon scan from GLUON_SCAN_MIN_TOKENS tokens a call (tokens None: the sweeps' default): its
+    # launch costs ~200 µs more host time (H100 host, 06:40 UTC: 481 against 284 µs a call at T=256),
+    # which at T=8K already outweighs its ~100 µs of GPU time saved (06:20 sweep: 594 µs against the
+    # Triton scan's 480, host-bound), while at T=32K it saves ~280 µs of GPU time
+    gluon = tokens is None or tokens >= GLUON_SCAN_MIN_TOKENS
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
-            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": True, "pscan": True})
+            {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": gluon, "pscan": gluon})
 
 
 def old_extend_config(batch: int, heads: int, v: int) -> tuple:
@@ -909,6 +918,21 @@ def _extend_options(config) -> tuple[int, int, int, int, str, int | None, int, d
     return bv, swarps, bk, pwarps, kind, stages, lean, extra
 
 
+_SM_MAJOR: dict = {}
+
+
+def sm_major(device: torch.device) -> int:
+    """The major compute capability of a CUDA device (0 off CUDA), cached per device: the query
+    costs ~14 µs on the H100's host and the launch paths ask it several times a call (host-bound
+    at small shapes: gdn_extend at T=256 took 572 µs of host time a call before this cache)."""
+    if device.type != "cuda":
+        return 0
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    if key not in _SM_MAJOR:
+        _SM_MAJOR[key] = torch.cuda.get_device_capability(key)[0]
+    return _SM_MAJOR[key]
+
+
 def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
     """Whether x [T, H, D] can be read as one [T, H·D] TMA tensor with [64, box_cols] boxes: heads
     and rows dense in the last two dims, 16-byte aligned base and row stride, int32 extents, boxes
@@ -920,7 +944,7 @@ def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
         return False
     if x.shape[0] >= 2**31 or x.shape[1] * x.shape[2] >= 2**31 or box_cols > x.shape[1] * x.shape[2]:
         return False
-    if x.is_cuda and torch.cuda.get_device_capability(x.device)[0] < 9:
+    if x.is_cuda and sm_major(x.device) < 9:
         return False
     return True
 
@@ -956,7 +980,7 @@ def gdn_extend(*, q, k, v, g, beta, state, cu_seqlens, read_slots, write_slots, 
         raise ValueError("gdn_extend: state must be contiguous per slot [S, Hv, K, V]")
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         raise ValueError("gdn_extend: q, k, v must be contiguous in their last dim")
-    config = config or extend_config(B, HV, V, K)
+    config = config or extend_config(B, HV, V, K, tokens=T)
     o = torch.empty((T, HV, V), dtype=v.dtype, device=v.device)
     if B == 0:
         return o
@@ -987,7 +1011,7 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
                u=torch.empty((T, HV, V), dtype=v.dtype, device=v.device))
     pscan = bool(extra.get("pscan")) and kind == "nilt" and _scan_lean(lean, q, k, out["w"], out["u"], None,
                                                                          min(bv, V)) == 2
-    if pscan and extra.get("sws") and not (q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
+    if pscan and extra.get("sws") and sm_major(q.device) != 9:
         # asked for beside the Gluon scan, whose output warpgroup computes P off the chain; where that
         # scan cannot run, the Triton scan's P on the chain costs more than reading it (extend_config)
         pscan = False

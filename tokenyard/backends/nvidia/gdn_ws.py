@@ -26,10 +26,13 @@ from ._gluon import (
     fence_async_shared,
     mbarrier,
     mma_layout,
+    shared_layout,
     tma_load,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+
+from .gdn import sm_major
 
 BT = gl.constexpr(64)  # chunk length (gdn.CHUNK)
 
@@ -227,7 +230,7 @@ def supports_scan_ws(q, k, chunks, state) -> str | None:
         return "the warp-specialised scan takes bf16 or fp16 q, k, W, U, P alike"
     if K != 128 or V % 32:
         return f"head dims K={K}, V={V}: the scan is built for K = 128 and V a multiple of 32"
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+    if sm_major(q.device) != 9:
         return "the warp-specialised scan targets sm_90 (wgmma + TMA)"
     for name, x in tiles:
         if x.stride(2) != 1 or x.stride(1) != x.shape[2] or (x.stride(0) * x.element_size()) % 16 or x.data_ptr() % 16:
@@ -240,12 +243,10 @@ def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, 
     T, HK, K = q.shape
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
-    gdt = GL_DTYPES[q.dtype]
     pscan = chunks["p"] is None
 
     def desc(x, rows, cols, box):
-        layout = gl.NVMMASharedLayout.get_default_for(box, gdt)
-        return TensorDescriptor(x, [rows, cols], [x.stride(0), 1], box, layout)
+        return TensorDescriptor(x, [rows, cols], [x.stride(0), 1], box, shared_layout(tuple(box), q.dtype))
 
     # pscan: no P tensor; a [64, 64] stand-in keeps the signature (the kernel never loads it)
     p = torch.empty((64, 64), dtype=q.dtype, device=q.device) if pscan else chunks["p"]
