@@ -479,6 +479,31 @@ def extend_splits(programs: int, max_keys: int, block_n: int, sms: int) -> int:
     return min(range(1, most + 1), key=lambda s: triton.cdiv(programs * s, sms) / s + (0.02 * s if s > 1 else 0.0))
 
 
+def extend_grid(T: int, B: int, HQ: int, group: int, bm: int, bn: int, max_keys: int, sms: int, pack, splits
+                ) -> tuple[int, int, int, int]:
+    """(query heads a tile packs, queries a tile, query blocks, key-range splits) of an extend launch
+    with BM-row tiles and BN-key steps; pack None = pack (and split) only when one program per
+    (query block, head) would not fill two waves of the SMs. Both extend kernels (this module's and
+    attention_ws.py's) launch HQ / heads · splits · blocks programs in this order."""
+    if pack is None:
+        pack = (triton.cdiv(T, bm) + B) * HQ < 2 * sms
+    hp = _packed_heads(group, bm) if pack else 1
+    bq = bm // hp
+    blocks = triton.cdiv(T, bq) + B
+    ns = splits or (extend_splits(blocks * (HQ // hp), max_keys, bn, sms) if pack else 1)
+    return hp, bq, blocks, ns
+
+
+def merge_split_partials(mo, ml, o, ns: int) -> None:
+    """o from ns split-K partial outputs mo and their log2-sum-exp ml (one row per query and head)."""
+    T, HQ, DV = o.shape
+    block_dv = min(64, triton.next_power_of_2(DV))
+    _attn_decode_merge_kernel[(T * HQ, triton.cdiv(DV, block_dv))](
+        mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=triton.next_power_of_2(ns), BLOCK_DV=block_dv,
+        num_warps=2,
+    )
+
+
 def extend_config(d: int, dv: int) -> tuple[int, int, int, int]:
     """(BM, BN, num_warps, num_stages) by head dim, from the H100 sweeps (bench/gpu/sweep_attention.py,
     FA3 in the same run): the fp32 accumulator [BM, DV] and the K/V stages must fit (BN=128 at d=256
@@ -562,13 +587,8 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
     if T == 0 or B == 0:
         return o
     default_kv, default_inner = extend_layout(D, DV)
-    sms = _sm_count(q.device)
-    if pack is None:
-        pack = (triton.cdiv(T, bm) + B) * HQ < 2 * sms
-    hp = _packed_heads(group, bm) if pack else 1
-    bq = bm // hp
-    blocks = triton.cdiv(T, bq) + B
-    ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
+    hp, bq, blocks, ns = extend_grid(T, B, HQ, group, bm, bn, page_table.shape[1] * page, _sm_count(q.device), pack,
+                                     splits)
     contiguous = k_cache.is_contiguous() and v_cache.is_contiguous()
     if kv is None:
         kv = default_kv if tma is None else ("tma" if tma else "gather")
@@ -601,9 +621,5 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
         num_warps=warps, num_stages=stages,
     )
     if ns > 1 and not fuse:
-        block_dv = min(64, triton.next_power_of_2(DV))
-        _attn_decode_merge_kernel[(T * HQ, triton.cdiv(DV, block_dv))](
-            mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=triton.next_power_of_2(ns), BLOCK_DV=block_dv,
-            num_warps=2,
-        )
+        merge_split_partials(mo, ml, o, ns)
     return o

@@ -46,7 +46,7 @@ from ._gluon import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
-from .attention import LOG2E, _attn_decode_merge_kernel, _packed_heads, _sm_count, extend_splits
+from .attention import LOG2E, _sm_count, extend_grid, merge_split_partials
 from .gdn import sm_major
 
 WG_ROWS = gl.constexpr(64)  # query rows a consumer warpgroup owns (the wgmma M of one warpgroup)
@@ -232,6 +232,9 @@ def _attn_extend_ws_kernel(
     BN: gl.constexpr, BOX: gl.constexpr, NS: gl.constexpr, STAGES: gl.constexpr, HEADS_INNER: gl.constexpr,
     BLOCK_B: gl.constexpr,
 ):
+    # program -> (query block, packed heads, split) and the key range: attention.py's
+    # _attn_extend_kernel's mapping, written again in Gluon (a Gluon kernel cannot call a Triton
+    # function whose tensors carry no layout); extend_grid sizes both grids
     per_block = HQ // HP * NS
     blocks = gl.num_programs(0) // per_block
     if HEADS_INNER:  # every head's heaviest block first
@@ -330,15 +333,9 @@ def attention_extend_ws(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlen
     o = torch.empty((T, HQ, DV), dtype=q.dtype, device=q.device)
     if T == 0 or B == 0:
         return o
-    bm = 2 * WG_ROWS.value
     group = HQ // HK
-    sms = _sm_count(q.device)
-    if pack is None:
-        pack = (triton.cdiv(T, bm) + B) * HQ < 2 * sms
-    hp = _packed_heads(group, bm) if pack else 1
-    bq = bm // hp
-    blocks = triton.cdiv(T, bq) + B
-    ns = splits or (extend_splits(blocks * (HQ // hp), page_table.shape[1] * page, bn, sms) if pack else 1)
+    hp, bq, blocks, ns = extend_grid(T, B, HQ, group, 2 * WG_ROWS.value, bn, page_table.shape[1] * page,
+                                     _sm_count(q.device), pack, splits)
     k_layout = shared_layout((box, D), q.dtype)
     v_layout = shared_layout((box, DV), q.dtype)
     k_desc = TensorDescriptor.from_tensor(k_cache.view(-1, HK * D), [box, D], k_layout)
@@ -352,9 +349,5 @@ def attention_extend_ws(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlen
         HEADS_INNER=heads_inner, BLOCK_B=triton.next_power_of_2(B + 1), num_warps=4, maxnreg=168,
     )
     if ns > 1:
-        block_dv = min(64, triton.next_power_of_2(DV))
-        _attn_decode_merge_kernel[(T * HQ, triton.cdiv(DV, block_dv))](
-            mo, ml, o, ns, DV, o.stride(0), o.stride(1), HQ, BS=triton.next_power_of_2(ns), BLOCK_DV=block_dv,
-            num_warps=2,
-        )
+        merge_split_partials(mo, ml, o, ns)
     return o

@@ -949,14 +949,14 @@ def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
     return True
 
 
-def _warp_specialised_scan(q, k, chunks, state):
+def _warp_specialised_scan(q, k, chunks, state, bv: int):
     """gdn_ws (the Gluon scan) when it can run this call (sm_90, K = 128, TMA-readable tiles; a
     Triton with Gluon's Hopper API), else None."""
     try:
         from . import gdn_ws
     except ImportError:
         return None
-    return gdn_ws if gdn_ws.supports_scan_ws(q, k, chunks, state) is None else None
+    return gdn_ws if gdn_ws.supports_scan_ws(q, k, chunks, state, bv) is None else None
 
 
 def _scan_lean(lean: int, q, k, w, u, p, bv: int) -> int:
@@ -1065,7 +1065,7 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     if p is None and lean != 2:
         raise ValueError("gdn_extend: chunks prepared without P (\"pscan\") need the LEAN 2 scan of the same config")
     if extra.get("sws") and lean == 2:
-        ws = _warp_specialised_scan(q, k, chunks, state)
+        ws = _warp_specialised_scan(q, k, chunks, state, bv)
         if ws is not None:
             ws.scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv, stages=stages or 2)
             return

@@ -37,7 +37,7 @@ from ._gluon import (
     warpgroup_mma_wait,
 )
 
-from .gdn import sm_major
+from .gdn import _tma_ok, sm_major
 
 BT = gl.constexpr(64)  # chunk length (gdn.CHUNK)
 
@@ -224,22 +224,23 @@ def _gdn_scan_ws_kernel(
 
 
 
-def supports_scan_ws(q, k, chunks, state) -> str | None:
-    """Why the warp-specialised scan cannot run a call (None when it can). chunks["p"] is None when
-    the prepare left P to the scan ("pscan"): the output warpgroup computes it."""
+def supports_scan_ws(q, k, chunks, state, bv: int) -> str | None:
+    """Why the warp-specialised scan cannot run a call with V blocks of bv (None when it can).
+    chunks["p"] is None when the prepare left P to the scan ("pscan"): the output warpgroup
+    computes it."""
     K, V = q.shape[2], chunks["u"].shape[2]
-    tiles = [("q", q), ("k", k), ("w", chunks["w"]), ("u", chunks["u"])]
+    tiles = [("q", q, K), ("k", k, K), ("w", chunks["w"], K), ("u", chunks["u"], bv)]
     if chunks["p"] is not None:
-        tiles.append(("p", chunks["p"]))
-    if q.dtype not in GL_DTYPES or any(x.dtype != q.dtype for _, x in tiles):
+        tiles.append(("p", chunks["p"], BT.value))
+    if q.dtype not in GL_DTYPES or any(x.dtype != q.dtype for _, x, _ in tiles):
         return "the warp-specialised scan takes bf16 or fp16 q, k, W, U, P alike"
-    if K != 128 or V % 32:
-        return f"head dims K={K}, V={V}: the scan is built for K = 128 and V a multiple of 32"
+    if K != 128 or V % bv or bv % 16:
+        return f"head dims K={K}, V={V}, V block {bv}: the scan is built for K = 128 and V blocks a multiple of 16"
     if sm_major(q.device) != 9:
         return "the warp-specialised scan targets sm_90 (wgmma + TMA)"
-    for name, x in tiles:
-        if x.stride(2) != 1 or x.stride(1) != x.shape[2] or (x.stride(0) * x.element_size()) % 16 or x.data_ptr() % 16:
-            return f"{name} must be [T, H, D] with dense heads and 16-byte aligned rows (one TMA tensor)"
+    for name, x, cols in tiles:
+        if not _tma_ok(x, cols):
+            return f"{name} cannot be read as one TMA tensor with [64, {cols}] boxes (see gdn._tma_ok)"
     return None
 
 
