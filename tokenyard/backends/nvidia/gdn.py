@@ -11,10 +11,10 @@ gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in 
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
 inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
 scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90 from GLUON_SCAN_MIN_TOKENS
-tokens a call (below, its ~200 µs of extra launch host time outweigh what it saves), with P
-computed by that scan's output warpgroup (this module's Triton LEAN 2 scan elsewhere) — sweeps of 05:55 and 06:03
-UTC, FLA chunk in the same run: T=32K 1568 µs against 2386 (without P in the scan), 8×4096 1454
-against 2431 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply or tiles
+tokens a call (below, its extra launch host time outweighs what it saves), with P computed by
+that scan's output warpgroup (this module's Triton LEAN 2 scan elsewhere) — sweeps of 05:55 and
+06:03 UTC, FLA chunk in the same run: T=32K 1568 µs against 2386 (without P in the scan), 8×4096
+1454 against 2431 — their fallbacks ("blocks" prepare at 2 warps where TMA does not apply or tiles
 are narrower than 32 columns, LEAN 1 scan; K > 128: LEAN 0), and old_extend_config ("blocks" +
 LEAN 0: 690 / 2808 / 2548 µs) as the sweeps' A/B baseline; the default applies at K = V = 128
 only (extend_config says why and lists what was removed).
@@ -810,7 +810,7 @@ def _gdn_scan_kernel(
     tl.store(state_ptr + ws * stride_s + s_off, S, mask=tl.where(ws >= 0, s_off >= 0, False))
 
 
-GLUON_SCAN_MIN_TOKENS = 16384
+GLUON_SCAN_MIN_TOKENS = 8192
 
 
 def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | None = None) -> tuple:
@@ -885,9 +885,12 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | No
     if k != 128 or v != 128:
         return old_extend_config(batch, heads, v)
     # the Gluon scan from GLUON_SCAN_MIN_TOKENS tokens a call (tokens None: the sweeps' default): its
-    # launch costs ~200 µs more host time (H100 host, 06:40 UTC: 481 against 284 µs a call at T=256),
-    # which at T=8K already outweighs its ~100 µs of GPU time saved (06:20 sweep: 594 µs against the
-    # Triton scan's 480, host-bound), while at T=32K it saves ~280 µs of GPU time
+    # launch costs more host time than the Triton scan's (bench/gpu/gdn_graphed.py on the H100,
+    # 06:50 UTC: 453 against 383 µs a call at T=256), which a call of a few thousand tokens does not
+    # earn back; at T=8K it does (same run: 431 µs eager and 407 graphed against 482 / 463; FLA 668
+    # / 566). Before the device capability and the shared layouts were cached the gap was ~200 µs
+    # (481 against 284 at 06:40), and at T=8K the Gluon path was the slower (06:20 sweep: 594 µs
+    # against 480, host-bound), so this threshold stood at 16K for a while
     gluon = tokens is None or tokens >= GLUON_SCAN_MIN_TOKENS
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
             {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": gluon, "pscan": gluon})

@@ -16,7 +16,8 @@ output products, the output store and the loads of the row vectors.
 H100 (bench/gpu/sweep_gdn.py, FLA in the same run; the figures and the probe that shaped the
 producer are in gdn.extend_config's docstring): T=32K 1547–1568 µs against the Triton scan's
 1776–1829 (FLA 2386), 8x4096 1440–1454 against 1608–1617 (FLA 2430). The default takes it from
-gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~200 µs more host time.
+gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~70 µs more host time
+(bench/gpu/gdn_graphed.py, 06:50 UTC: 453 against 383 µs a call at T=256).
 """
 
 from __future__ import annotations
