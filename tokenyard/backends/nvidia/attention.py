@@ -551,8 +551,9 @@ def attention_extend(*, q, k_cache, v_cache, page_table, cu_seqlens_q, seqlens_k
                      tma=None, pack=None, heads_inner=None, kv=None, partials="half", fuse_merge=True, impl=None):
     """The op. impl: "ws" the warp-specialised Gluon kernel (attention_ws.py), "triton" this
     module's kernel; None = "ws" wherever it can run and no Triton-kernel option below is given —
-    on the H100 it took the bars this kernel missed (bench/RESULTS.md, session 4: T=8K 32/8x128
-    980 µs against 1325 here, FA3 938; agentic turn 796 against 891, FA3 774).
+    on the H100 it took the bars this kernel missed (bench/gpu/sweep_attention.py, 2026-11-23 04:58
+    UTC, FA3 in the same run: T=8K 32/8x128 980 µs against 1325 here, FA3 938; agentic turn 796
+    against 891, FA3 774).
     The Triton kernel's launch choices stay open for the sweeps: config (BM, BN, warps, stages), splits
     of each key range, tma, pack (GQA packing) and heads_inner (program order); None = the default:
     pack and split only when one program per (query block, head) would not fill two waves of SMs.
