@@ -344,23 +344,28 @@ def _decay_block(x, ci, cj, bi, DIAG: tl.constexpr, STRICT: tl.constexpr):
 
 
 @triton.jit
-def _unit_lower_inverse(a):
+def _unit_lower_inverse(a, PREC: tl.constexpr):
     """(I + a)⁻¹ of a strictly lower-triangular 16×16 block. With N = −a nilpotent (N¹⁶ = 0),
     (I − N)⁻¹ = Σ_{k<16} Nᵏ = (I + N)(I + N²)(I + N⁴)(I + N⁸): six small products in exact fp32
     instead of a 15-step forward substitution, whose row extractions cost a layout round trip each.
-    Also on a batch [NB, 16, 16] of such blocks (one batched dot per product)."""
+    Also on a batch [NB, 16, 16] of such blocks (one batched dot per product). PREC, the products'
+    input_precision: "ieee" (fp32 FMA: operands broadcast through shared memory, ~770 FFMA and ~290
+    LDS a thread for the [4, 16, 16] batch at 4 warps) or "tf32x3" (three tf32 mma.sync a product,
+    fp32-level error; the "nilt" prepare's: H100, out/p2 A/B of 2026-11-23 07:25 UTC, prepare alone
+    graphed T=8K 187 against 204 µs, T=32K 694 against 758, 8x4096 701 against 781, output error
+    against the fp32 reference the same, 5.5e-3 in bf16)."""
     BC: tl.constexpr = a.shape[-1]
     o = tl.arange(0, BC)
     eye = (o[:, None] == o[None, :]).to(tl.float32)
     if len(a.shape) == 3:
         eye = eye[None, :, :]
     n1 = -a
-    n2 = tl.dot(n1, n1, input_precision="ieee")
-    n4 = tl.dot(n2, n2, input_precision="ieee")
-    n8 = tl.dot(n4, n4, input_precision="ieee")
-    t = tl.dot(eye + n1, eye + n2, input_precision="ieee")
-    t = tl.dot(t, eye + n4, input_precision="ieee")
-    return tl.dot(t, eye + n8, input_precision="ieee")
+    n2 = tl.dot(n1, n1, input_precision=PREC)
+    n4 = tl.dot(n2, n2, input_precision=PREC)
+    n8 = tl.dot(n4, n4, input_precision=PREC)
+    t = tl.dot(eye + n1, eye + n2, input_precision=PREC)
+    t = tl.dot(t, eye + n4, input_precision=PREC)
+    return tl.dot(t, eye + n8, input_precision=PREC)
 
 
 @triton.jit
@@ -471,10 +476,10 @@ def _gdn_prepare_kernel(
     a30 = _decay_block(a30, c3, c0, b3, False, False)
     a31 = _decay_block(a31, c3, c1, b3, False, False)
     a32 = _decay_block(a32, c3, c2, b3, False, False)
-    i00 = _unit_lower_inverse(a00)
-    i11 = _unit_lower_inverse(a11)
-    i22 = _unit_lower_inverse(a22)
-    i33 = _unit_lower_inverse(a33)
+    i00 = _unit_lower_inverse(a00, "ieee")
+    i11 = _unit_lower_inverse(a11, "ieee")
+    i22 = _unit_lower_inverse(a22, "ieee")
+    i33 = _unit_lower_inverse(a33, "ieee")
     i10 = -tl.dot(tl.dot(i11, a10), i00)
     i21 = -tl.dot(tl.dot(i22, a21), i11)
     i32 = -tl.dot(tl.dot(i33, a32), i22)
@@ -556,7 +561,7 @@ def _store_rows(gc_ptr, qn_ptr, kn_ptr, rows, mask, HV, hv, gc, nq, nk):
 # P stored in one piece. The inverse: A goes to a per-program scratch (the W rows of this chunk,
 # rewritten later, or a spare buffer when they are too narrow, L1/L2-hot, ordered by CTA
 # barriers); only its four diagonal 16×16 blocks D make the round trip, inverted as one
-# [4, 16, 16] batch in exact fp32; the rest is merged in registers by four [64, 64] tf32
+# [4, 16, 16] batch in tf32x3 (fp32-level error, see _unit_lower_inverse); the rest is merged in registers by four [64, 64] tf32
 # tensor-core dots (T = (I − M)(I + M²)(I+D)⁻¹, M = (I+D)⁻¹L strictly block-lower); then
 # W = T((βe^γ)⊙K), U = T(β⊙V) are 64-row dots again. TMA: q/k/v tiles by host descriptor (no
 # [64, BK] address tensors); gdn_extend launches it with TMA only (the pointer form at 4 warps
@@ -664,7 +669,7 @@ def _gdn_prepare_wide_kernel(
         ni = tl.arange(0, 4)[:, None, None, None]
         nj = tl.arange(0, 4)[None, None, :, None]
         d3 = tl.sum(tl.where(ni == nj, tl.reshape(a, [4, BC, 4, BC]), 0.0), axis=2)
-        inv3 = _unit_lower_inverse(d3)
+        inv3 = _unit_lower_inverse(d3, "tf32x3")
         dinv = tl.reshape(tl.where(ni == nj, inv3[:, :, None, :], 0.0), [BT, BT])
     else:
         sp = sc_ptr + (bos + blk * BT).to(tl.int64) * stride_sct + hv * stride_sch
@@ -677,7 +682,7 @@ def _gdn_prepare_wide_kernel(
         dm = tl.where(valid, (base + nb * BC + bi) < eos, False) & (bj >= 0)
         d3 = tl.load(dp, mask=dm, other=0.0)
         tl.debug_barrier()
-        tl.store(dp, _unit_lower_inverse(d3), mask=dm)
+        tl.store(dp, _unit_lower_inverse(d3, "tf32x3"), mask=dm)
         tl.debug_barrier()
         dinv = tl.load(sp + r[:, None] * stride_sct + r[None, :], mask=rm[:, None] & same, other=0.0)
     lo = tl.where(same, 0.0, a)
@@ -1070,7 +1075,7 @@ def scan(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, con
     if extra.get("sws") and lean == 2:
         ws = _warp_specialised_scan(q, k, chunks, state, bv)
         if ws is not None:
-            ws.scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv, stages=stages or 2)
+            ws.scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv, stages=stages)
             return
     if lean == 2:
         from triton.tools.tensor_descriptor import TensorDescriptor

@@ -5,17 +5,27 @@ Owns this kernel and its launcher; the math, the chunk tensors it reads (W, U, P
 norms from gdn.prepare) and the state-slot semantics are gdn.py's. Per (sequence, v-head, V block)
 one CTA of three partitions:
   - a producer warp streams each chunk's W, U, q, k and P tiles by TMA and its row vectors (γ, the
-    q/k norms, the chunk's last γ) by plain loads into a ring of shared-memory stages;
+    q/k norms, the chunk's last γ) by plain loads into a ring of shared-memory stages, a chunk
+    ahead, and computes from them the chain's factors (U's row scales, e^{γ_C});
   - the chain warpgroup carries the state block S[K, BV] in fp32 registers and does only what the
-    next chunk depends on: U' = U − W·S, then S ← e^{γ_C} S + ((e^{γ_C−γ})⊙K)ᵀ·U';
-  - the output warpgroup takes S (as the chain stored it, bf16) and U' from a double-buffered
-    hand-off and computes O = scale·(e^γ⊙Q)·S + P·U' off the chain, then stores it.
+    next chunk depends on: U' = U − W·S, then S ← e^{γ_C} S + ((e^{γ_C−γ})⊙K)ᵀ·U' (no reduction or
+    exp of its own; what does not depend on W·S is read while the tensor cores run it);
+  - the output warpgroup computes P = QKᵀ⊙decay before it waits for the chain, then takes S (as
+    the chain stored it, bf16) and U' from a double-buffered hand-off, computes
+    O = scale·(e^γ⊙Q)·S + P·U' off the chain (freeing its stage before the last product), and
+    stores it.
 In gdn.py's Triton scan one warpgroup does all of it, so every chunk's step also waits on the
 output products, the output store and the loads of the row vectors.
 
 H100 (bench/gpu/sweep_gdn.py, FLA in the same run; the figures and the probe that shaped the
 producer are in gdn.extend_config's docstring): T=32K 1547–1568 µs against the Triton scan's
-1776–1829 (FLA 2386), 8x4096 1440–1454 against 1608–1617 (FLA 2430). The default takes it from
+1776–1829 (FLA 2386), 8x4096 1440–1454 against 1608–1617 (FLA 2430). The ncu source view of
+2026-11-23 07:05 UTC (T=8K) had the chain waiting on its next stage 43% of its time: the output
+warpgroup freed a stage only after its last product, and the producer stalled on the row vectors
+it had just loaded. With the stage freed after its last read, P computed before the hand-off and
+the row factors computed after the producer's wait, the scan alone went 194 → 181 µs at T=8K and
+~770 → 741 at T=32K (graphed), and ncu puts it at 83% of L2 bandwidth (each of a head's V-block
+CTAs reads the same q, k and W tiles; Gluon 3.6 has no TMA multicast to share them). The default takes it from
 gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~70 µs more host time
 (bench/gpu/gdn_graphed.py, 06:50 UTC: 453 against 383 µs a call at T=256).
 """
@@ -44,9 +54,9 @@ BT = gl.constexpr(64)  # chunk length (gdn.CHUNK)
 
 
 @gluon.jit
-def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, sd_s, und_s, uk_s, ready, empty,
-              hand_ready, hand_empty,
-              K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, STAGES: gl.constexpr, PSCAN: gl.constexpr):
+def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, decay_s, sd_s, und_s, uk_s, ready,
+              empty, hand_ready, hand_empty, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+              STAGES: gl.constexpr):
     s_layout: gl.constexpr = mma_layout(BV)  # [K, BV] and [BT, BV] accumulators
     rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     ks = gl.arange(0, K, layout=rows)
@@ -63,19 +73,18 @@ def _ws_chain(state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec
         fence_async_shared()
         wsd = warpgroup_mma(w_s.index(st), sd, gl.zeros([BT, BV], gl.float32, s_layout), use_acc=False,
                             is_async=True)
+        # what does not depend on W·S, while the tensor cores run it: U, the row scales of U' and
+        # the decayed state (the producer computed both factors: no reduction or exp on the chain)
+        u = u_s.index(st).load(s_layout).to(gl.float32)
+        kscale = vec_s.index(4 * st + 3).load(rows)
+        S = S * decay_s.index(st).load(rows)[:, None]
         wsd = warpgroup_mma_wait(num_outstanding=0, deps=(wsd, ))
-        un = u_s.index(st).load(s_layout).to(gl.float32) - wsd
+        un = u - wsd
         und_s.index(hb).store(un.to(und_s.dtype))
-        fence_async_shared()
-        mbarrier.arrive(hand_ready.index(hb), count=1)  # S and U' of chunk c are the output's now
-        g_last = gl.max(vec_s.index(4 * st + 3).load(rows), 0)
-        if PSCAN:  # row 2 holds gk = γ − ln kn (+inf past eos)
-            kscale = gl.exp(g_last - vec_s.index(4 * st + 2).load(rows))
-        else:
-            kscale = vec_s.index(4 * st + 2).load(rows) * gl.exp(g_last - vec_s.index(4 * st).load(rows))
         uk_s.store((un * kscale[:, None]).to(uk_s.dtype))
         fence_async_shared()
-        S = warpgroup_mma(k_s.index(st).permute((1, 0)), uk_s, S * gl.exp(g_last), is_async=True)
+        mbarrier.arrive(hand_ready.index(hb), count=1)  # S and U' of chunk c are the output's now
+        S = warpgroup_mma(k_s.index(st).permute((1, 0)), uk_s, S, is_async=True)
         S = warpgroup_mma_wait(num_outstanding=0, deps=(S, ))
         mbarrier.arrive(empty.index(st), count=1)
     gl.store(state_ptr + ws * stride_s + s_off, S, mask=(s_off >= 0) & (ws >= 0))
@@ -96,15 +105,12 @@ def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, 
         st = c % STAGES
         hb = c % 2
         mbarrier.wait(ready.index(st), (c // STAGES) & 1)
-        mbarrier.wait(hand_ready.index(hb), (c // 2) & 1)
-        o = warpgroup_mma(q_s.index(st), sd_s.index(hb), gl.zeros([BT, BV], gl.float32, o_layout), use_acc=False,
-                          is_async=True)
-        o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
         if PSCAN:
             # P = QKᵀ ⊙ scale·e^{gq_i − gk_j} on and below the diagonal, from the raw q and k tiles
             # (gdn.py's PSCAN scan states the exponents: rows 1 and 2 hold gq = γ + ln qn, −inf past
             # eos, and gk = γ − ln kn): one exponent an element, so no e^{±γ} can overflow; P stays
-            # in registers as the A operand of P·U'
+            # in registers as the A operand of P·U'. It needs nothing from the chain, so it is
+            # computed before the hand-off is waited for.
             qk = warpgroup_mma(q_s.index(st), k_s.index(st).permute((1, 0)), gl.zeros([BT, BT], gl.float32, qk_layout),
                                use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
@@ -113,22 +119,33 @@ def _ws_output(o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, 
             decay = gl.exp2(gl.where(ri[:, None] >= rj[None, :], lq[:, None] - lk[None, :], float("-inf")))
             p = gl.convert_layout((qk * decay).to(und_s.dtype), p_layout)
             qs = gl.exp(vec_s.index(4 * st + 1).load(rows)) * scale
-            o = warpgroup_mma(p, und_s.index(hb), o * qs[:, None], is_async=True)
         else:
             qs = vec_s.index(4 * st + 1).load(rows) * gl.exp(vec_s.index(4 * st).load(rows)) * scale
+        mbarrier.wait(hand_ready.index(hb), (c // 2) & 1)
+        o = warpgroup_mma(q_s.index(st), sd_s.index(hb), gl.zeros([BT, BV], gl.float32, o_layout), use_acc=False,
+                          is_async=True)
+        o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
+        if PSCAN:
+            # the stage's tiles and row vectors are all read: the producer may refill it while the
+            # last product runs (held until the end, the stage came back a product later and the
+            # chain waited on its next stage: ncu source view, 2026-11-23)
+            mbarrier.arrive(empty.index(st), count=1)
+            o = warpgroup_mma(p, und_s.index(hb), o * qs[:, None], is_async=True)
+        else:
             o = warpgroup_mma(p_s.index(st), und_s.index(hb), o * qs[:, None], is_async=True)
         o = warpgroup_mma_wait(num_outstanding=0, deps=(o, ))
         mbarrier.arrive(hand_empty.index(hb), count=1)
-        mbarrier.arrive(empty.index(st), count=1)
+        if not PSCAN:
+            mbarrier.arrive(empty.index(st), count=1)
         t = bos + c * BT + r
         o_off = (t.to(gl.int64) * stride_ot + hv * stride_oh)[:, None] + vs[None, :]
         gl.store(o_ptr + o_off, o.to(o_ptr.dtype.element_ty), mask=(t < eos)[:, None])
 
 
 @gluon.jit
-def _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c, hv, HV, r, PSCAN: gl.constexpr):
-    """Chunk c's γ, q norms and k norms (0 past eos; PSCAN: the exponents gq, −inf past eos, and gk,
-    +inf) and its last γ (in every lane)."""
+def _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c, hv, HV, r, rk, PSCAN: gl.constexpr):
+    """Chunk c's row vectors as loaded: γ, the q norms and the k norms (0 past eos; PSCAN: the
+    exponents gq, −inf past eos, and gk, +inf), and its last γ in each lane of r and of rk."""
     t0 = bos + c * BT
     t = t0 + r
     tm = t < eos
@@ -137,29 +154,45 @@ def _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c, hv, HV, r, PSCAN: gl.co
     q_past: gl.constexpr = float("-inf") if PSCAN else 0.0
     k_past: gl.constexpr = float("inf") if PSCAN else 0.0
     return (gl.load(gc_ptr + hrow, mask=tm, other=0.0), gl.load(qn_ptr + hrow, mask=tm, other=q_past),
-            gl.load(kn_ptr + hrow, mask=tm, other=k_past), gl.load(gc_ptr + last + r * 0))
+            gl.load(kn_ptr + hrow, mask=tm, other=k_past), gl.load(gc_ptr + last + r * 0),
+            gl.load(gc_ptr + last + rk * 0))
+
+
+@gluon.jit
+def _ws_store_row_vectors(vec_s, decay_s, st, gcv, qnv, knv, glv, glk, PSCAN: gl.constexpr):
+    """A stage's row vectors (rows 4·st .. 4·st + 3): γ, q norms, k norms as loaded, and the row
+    scales of U' in the state update (kn·e^{γ_C−γ}; PSCAN e^{γ_C−gk}; 0 past eos); and e^{γ_C} in
+    each of the state's K rows. Computed here, after the stage's wait, so that the loads' latency
+    passes while the producer waits (computed when loaded, it held the producer a load latency a
+    chunk: bench/gpu ncu source view, 2026-11-23)."""
+    vec_s.index(4 * st).store(gcv)
+    vec_s.index(4 * st + 1).store(qnv)
+    vec_s.index(4 * st + 2).store(knv)
+    if PSCAN:
+        vec_s.index(4 * st + 3).store(gl.exp(glv - knv))
+    else:
+        vec_s.index(4 * st + 3).store(knv * gl.exp(glv - gcv))
+    decay_s.index(st).store(gl.exp(glk))
 
 
 @gluon.jit
 def _ws_producer(w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, bos, eos, hv, hk, vb0, HV, n_chunks,
-                 w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K: gl.constexpr, V: gl.constexpr,
+                 w_s, u_s, q_s, k_s, p_s, vec_s, decay_s, ready, empty, K: gl.constexpr, V: gl.constexpr,
                  STAGES: gl.constexpr, PSCAN: gl.constexpr):
     v_layout: gl.constexpr = gl.BlockedLayout([2], [32], [1], [0])
     r = gl.arange(0, BT, layout=v_layout)
+    rk = gl.arange(0, K, layout=gl.BlockedLayout([K // 32], [32], [1], [0]))
     p_bytes: gl.constexpr = 0 if PSCAN else p_desc.block_type.nbytes
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + u_desc.block_type.nbytes + q_desc.block_type.nbytes
                             + k_desc.block_type.nbytes + p_bytes)
     # the row vectors are strided plain loads ([T, Hv] rows, no TMA box): each chunk's are loaded
     # while the producer waits for the stage they go to, one chunk ahead (loaded when stored, they
     # held the producer for a load latency a chunk and the scan at T=32K took 1073 µs instead of 678)
-    gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, 0, hv, HV, r, PSCAN)
+    gcv, qnv, knv, glv, glk = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, 0, hv, HV, r, rk, PSCAN)
     for c in range(n_chunks):
         st = c % STAGES
         mbarrier.wait(empty.index(st), ((c // STAGES) & 1) ^ 1)  # a fresh barrier counts as phase 1 complete
-        vec_s.index(4 * st).store(gcv)
-        vec_s.index(4 * st + 1).store(qnv)
-        vec_s.index(4 * st + 2).store(knv)
-        vec_s.index(4 * st + 3).store(glv)
+        _ws_store_row_vectors(vec_s, decay_s, st, gcv, qnv, knv, glv, glk, PSCAN)
         # the TMA boxes cover whole chunks over all T rows: rows past eos belong to the next
         # sequence (or read zero past T); they reach only rows of U' that kn = 0 cancels, rows of
         # P·U' above P's diagonal, and output rows the store masks
@@ -172,7 +205,7 @@ def _ws_producer(w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr,
         tma_load(k_desc, [t0, hk * K], bar, k_s.index(st))
         if not PSCAN:
             tma_load(p_desc, [t0, hv * BT], bar, p_s.index(st))
-        gcv, qnv, knv, glv = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c + 1, hv, HV, r, PSCAN)
+        gcv, qnv, knv, glv, glk = _ws_row_vectors(gc_ptr, qn_ptr, kn_ptr, bos, eos, c + 1, hv, HV, r, rk, PSCAN)
 
 
 @gluon.jit
@@ -198,8 +231,10 @@ def _gdn_scan_ws_kernel(
     k_s = gl.allocate_shared_memory(dt, [STAGES, BT, K], k_desc.layout)
     p_stages: gl.constexpr = 1 if PSCAN else STAGES  # PSCAN: P is computed by the output warpgroup
     p_s = gl.allocate_shared_memory(dt, [p_stages, BT, BT], p_desc.layout)
-    # row vectors of each stage: γ, q norms, k norms, the chunk's last γ (rows 4·stage .. 4·stage + 3)
+    # row vectors of each stage (rows 4·stage .. 4·stage + 3, see _ws_row_vectors): γ, q norms, k
+    # norms, U's row scales; and e^{γ_C} over the state's K rows
     vec_s = gl.allocate_shared_memory(gl.float32, [STAGES * 4, BT], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    decay_s = gl.allocate_shared_memory(gl.float32, [STAGES, K], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     sd_s = gl.allocate_shared_memory(dt, [2, K, BV], gl.NVMMASharedLayout.get_default_for([K, BV], dt))
     und_s = gl.allocate_shared_memory(dt, [2, BT, BV], gl.NVMMASharedLayout.get_default_for([BT, BV], dt))
     uk_s = gl.allocate_shared_memory(dt, [BT, BV], gl.NVMMASharedLayout.get_default_for([BT, BV], dt))
@@ -215,12 +250,12 @@ def _gdn_scan_ws_kernel(
         mbarrier.init(hand_empty.index(i), count=1)
 
     gl.warp_specialize([
-        (_ws_chain, (state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, sd_s, und_s, uk_s, ready,
-                     empty, hand_ready, hand_empty, K, V, BV, STAGES, PSCAN)),
+        (_ws_chain, (state_ptr, rs, ws, hv, vb0, stride_s, n_chunks, w_s, u_s, k_s, vec_s, decay_s, sd_s, und_s, uk_s,
+                     ready, empty, hand_ready, hand_empty, K, V, BV, STAGES)),
         (_ws_output, (o_ptr, bos, eos, hv, vb0, scale, stride_ot, stride_oh, n_chunks, q_s, k_s, p_s, vec_s, sd_s,
                       und_s, ready, empty, hand_ready, hand_empty, BV, STAGES, PSCAN)),
         (_ws_producer, (w_desc, u_desc, q_desc, k_desc, p_desc, gc_ptr, qn_ptr, kn_ptr, bos, eos, hv, hk, vb0, HV,
-                        n_chunks, w_s, u_s, q_s, k_s, p_s, vec_s, ready, empty, K, V, STAGES, PSCAN)),
+                        n_chunks, w_s, u_s, q_s, k_s, p_s, vec_s, decay_s, ready, empty, K, V, STAGES, PSCAN)),
     ], [4, 1], [152, 40])
 
 
@@ -245,12 +280,17 @@ def supports_scan_ws(q, k, chunks, state, bv: int) -> str | None:
     return None
 
 
-def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv: int, stages: int = 2) -> None:
-    """Launch 2 of gdn_extend on the warp-specialised kernel (gdn.scan's contract)."""
+def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv: int, stages: int | None = None) -> None:
+    """Launch 2 of gdn_extend on the warp-specialised kernel (gdn.scan's contract). stages None: 2.
+    Three fit shared memory at BV 32 (193 KB with P computed here; 234 KB of the 227 at BV 64): they
+    were worth 3% while the output warpgroup held its stage to the end (T=8K 392 against 403 µs
+    graphed), nothing since it frees the stage after its last read (385 against 384; T=32K 1493
+    against 1479: H100, out/p2 A/B of 2026-11-23 07:25 UTC)."""
     T, HK, K = q.shape
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
     pscan = chunks["p"] is None
+    stages = stages or 2
 
     def desc(x, rows, cols, box):
         return TensorDescriptor(x, [rows, cols], [x.stride(0), 1], box, shared_layout(tuple(box), q.dtype))
