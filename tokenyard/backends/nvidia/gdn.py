@@ -9,7 +9,7 @@ extend ops launch without a sync (varlen chunk indices are found in-kernel from 
 
 gdn_extend keeps only the forms the H100 sweeps (bench/gpu/sweep_gdn.py, FLA in the same run,
 2026-11-23) support: the default "nilt" prepare (_gdn_prepare_wide_kernel: TMA loads, the
-inverse's diagonal blocks in registers, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
+inverse's diagonal blocks in registers and in tf32x3, v-head-major grid, 4 warps, 128-register cap) + the LEAN 2
 scan run by the warp-specialised Gluon kernel of gdn_ws.py on sm_90 from GLUON_SCAN_MIN_TOKENS
 tokens a call (below, its extra launch host time outweighs what it saves), with P computed by
 that scan's output warpgroup (this module's Triton LEAN 2 scan elsewhere) — sweeps of 05:55 and
@@ -879,7 +879,16 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | No
     products take their A operand from registers (no shared-memory round trip on the chain): T=32K
     scan 1650 µs (BV 32, mma.sync) to 2410 µs (BV 64/128, wgmma, 160 B of spills) against LEAN
     2's 942; LEAN 2 with the next chunk's row scales loaded a chunk ahead (ncu put a third of the
-    scan's stalls on global loads): 1066 µs against 994, 2 stages 1247.
+    scan's stalls on global loads): 1066 µs against 994, 2 stages 1247. Measured and removed
+    2026-11-23 (H100, graphed, FLA in the same run; out/ probes, not kept): the "nilt" prepare with
+    both v-heads of a k-head in one program (KKᵀ, the norms and the q/k tiles shared; the ncu
+    source view had the KKᵀ loop at 26% of the prepare's samples): prepare T=8K 243-313 µs against
+    187, T=32K 930-1226 against 691 (capped at 128 / 168 / uncapped: the second head's live KKᵀ
+    spills, and half the programs leave the latency-bound kernel less to overlap); W and U as
+    (T·diag(row scales))·K straight from the TMA tiles, with the k norms from KKᵀ's diagonal (and
+    q's from QQᵀ's): 210-215 against 204 at T=8K, 783-816 against 758 at T=32K; the Gluon scan's V
+    block at 64 for one sequence (half the CTAs, half the L2 reads of q/k/W): T=8K 418 against
+    372, T=32K 1603 against 1460 (8x4096 takes 64 already: 1390 against 1917 at 32).
 
     Only at K = V = 128, the shape the sweeps timed (and the engine on Qwen3.5-9B shapes ran, the
     registry's reference check at 2.6e-3, FLA's 2.5e-3). "nilt" below 32-column tiles falls back to
