@@ -25,7 +25,11 @@ warpgroup freed a stage only after its last product, and the producer stalled on
 it had just loaded. With the stage freed after its last read, P computed before the hand-off and
 the row factors computed after the producer's wait, the scan alone went 194 → 181 µs at T=8K and
 ~770 → 741 at T=32K (graphed), and ncu puts it at 83% of L2 bandwidth (each of a head's V-block
-CTAs reads the same q, k and W tiles; Gluon 3.6 has no TMA multicast to share them). The default takes it from
+CTAs reads the same q, k and W tiles; Gluon 3.6 has no TMA multicast to share them). A pair CTA
+that read them once for two V halves (one chain warpgroup each, one output warpgroup computing P
+once for both, 16 warps at 152 registers) was exact and slower (H100, graphed, 07:53 UTC: T=8K
+440 against 364 µs, T=32K 1690 against 1406, 8x4096 1383 against 1363; not kept): halving the
+L2 reads does not pay for an output warpgroup serving two chains. The default takes it from
 gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~70 µs more host time
 (bench/gpu/gdn_graphed.py, 06:50 UTC: 453 against 383 µs a call at T=256).
 """
