@@ -277,7 +277,14 @@ def _qk_norm_rope_rows_kernel(
 #                    32/8x128 rot128 T=4096 36.4 (38.2), T=16384 125.7 (131.4)
 #   token            one program a token, q heads then k heads (the previous default)
 # A persistent rows kernel (C programs an SM, the next block's loads issued before this block's
-# stores) was slower in every case of that sweep (35.9-200 us) and was removed.
+# stores) was slower in every case of that sweep (35.9-200 us) and was removed. So was (sweep of
+# 2026-11-23 08:13 UTC) a loop kernel taking R head rows one at a time as [D] vectors with the
+# weights and their partners loaded once a program (ncu had the rows kernel at 72% issue
+# utilisation: with w and its partners re-read for every row from L1 it issues six loads an
+# element): 16/2x256 T=4096 34.0-41.3 us against rows8w4's 32.5 (a copy of the same bytes 30.0),
+# 32/8x128 T=16384 146.8-192.0 against 126.2; and a probe with the positions gather removed
+# (cos/sin rows indexed by the token) was no faster (34.0 against 32.7 us), so the dependent
+# pos -> cos/sin load is not what holds it.
 QK_VARIANTS = ("rows8w4", "token", "rows2w1", "rows4w2", "rows8w2", "rows16w8", "rows4w4", "rows8w8", "rows8w4e")
 
 

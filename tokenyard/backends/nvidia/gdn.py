@@ -904,7 +904,10 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | No
     # earn back; at T=8K it does (same run: 431 µs eager and 407 graphed against 482 / 463; FLA 668
     # / 566). Before the device capability and the shared layouts were cached the gap was ~200 µs
     # (481 against 284 at 06:40), and at T=8K the Gluon path was the slower (06:20 sweep: 594 µs
-    # against 480, host-bound), so this threshold stood at 16K for a while
+    # against 480, host-bound), so this threshold stood at 16K for a while. With _tma_ok reading each
+    # tensor attribute once, the own-output checks reduced to _box_ok, one allocation for the row
+    # vectors and a cached P stand-in: 234 against 197 µs a call (08:15 UTC), the 8K threshold not
+    # re-timed
     gluon = tokens is None or tokens >= GLUON_SCAN_MIN_TOKENS
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
             {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": gluon, "pscan": gluon})
@@ -953,17 +956,25 @@ def sm_major(device: torch.device) -> int:
 def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
     """Whether x [T, H, D] can be read as one [T, H·D] TMA tensor with [64, box_cols] boxes: heads
     and rows dense in the last two dims, 16-byte aligned base and row stride, int32 extents, boxes
-    of 16..256 elements × ≥ 16 bytes, and a Hopper-class device (or the CPU interpreter)."""
-    if x.dim() != 3 or x.stride(2) != 1 or x.stride(1) != x.shape[2] or x.shape[0] == 0:
+    of 16..256 elements × ≥ 16 bytes, and a Hopper-class device (or the CPU interpreter). Each
+    tensor attribute is read once: a gdn_extend call asks this for several tensors, and on the
+    H100's host the attribute reads were most of its ~3 µs (cProfile, 2026-11-23)."""
+    shape, st = x.shape, x.stride()
+    if len(shape) != 3 or st[2] != 1 or st[1] != shape[2] or shape[0] == 0:
         return False
-    es = x.element_size()
-    if x.data_ptr() % 16 or (x.stride(0) * es) % 16 or (box_cols * es) % 16 or not 1 <= box_cols <= 256:
+    es, width = x.element_size(), shape[1] * shape[2]
+    if (box_cols * es) % 16 or not 1 <= box_cols <= min(256, width) or (st[0] * es) % 16 or x.data_ptr() % 16:
         return False
-    if x.shape[0] >= 2**31 or x.shape[1] * x.shape[2] >= 2**31 or box_cols > x.shape[1] * x.shape[2]:
+    if shape[0] >= 2**31 or width >= 2**31:
         return False
-    if x.is_cuda and sm_major(x.device) < 9:
-        return False
-    return True
+    return not x.is_cuda or sm_major(x.device) >= 9
+
+
+def _box_ok(x: torch.Tensor, box_cols: int) -> bool:
+    """_tma_ok for prepare()'s own outputs (W, U, P: dense [T, H, D] allocations on q's device, so
+    TMA-readable wherever q is): only the box width is left to check."""
+    width = x.shape[1] * x.shape[2]
+    return (box_cols * x.element_size()) % 16 == 0 and 1 <= box_cols <= min(256, width) and width < 2**31
 
 
 def _warp_specialised_scan(q, k, chunks, state, bv: int):
@@ -983,8 +994,8 @@ def _scan_lean(lean: int, q, k, w, u, p, bv: int) -> int:
     K = q.shape[2]
     if lean and K > 128:
         return 0
-    tiles = ((q, K), (k, K), (w, K), (u, bv)) + (((p, CHUNK),) if p is not None else ())
-    if lean == 2 and not all(_tma_ok(x, c) for x, c in tiles):
+    own = ((w, K), (u, bv)) + (((p, CHUNK),) if p is not None else ())
+    if lean == 2 and not (_tma_ok(q, K) and _tma_ok(k, K) and all(_box_ok(x, c) for x, c in own)):
         return 1
     return lean
 
@@ -1033,9 +1044,9 @@ def prepare(q, k, v, g, beta, cu_seqlens, scale, qk_l2norm, config) -> dict:
         # scan cannot run, the Triton scan's P on the chain costs more than reading it (extend_config)
         pscan = False
     norms = ("gq", "gk") if pscan else ("qn", "kn")
-    out.update(p=None if pscan else torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device),
-               gc=torch.empty((T, HV), dtype=torch.float32, device=v.device),
-               **{name: torch.empty((T, HV), dtype=torch.float32, device=v.device) for name in norms})
+    rows = torch.empty((3, T, HV), dtype=torch.float32, device=v.device)  # one allocation for γ and the norms
+    out.update(p=None if pscan else torch.empty((T, HV, CHUNK), dtype=v.dtype, device=v.device), gc=rows[0],
+               **{norms[0]: rows[1], norms[1]: rows[2]})
     if T > 0 and kind == "nilt":
         from triton.tools.tensor_descriptor import TensorDescriptor
 

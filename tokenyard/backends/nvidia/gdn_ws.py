@@ -30,8 +30,9 @@ that read them once for two V halves (one chain warpgroup each, one output warpg
 once for both, 16 warps at 152 registers) was exact and slower (H100, graphed, 07:53 UTC: T=8K
 440 against 364 µs, T=32K 1690 against 1406, 8x4096 1383 against 1363; not kept): halving the
 L2 reads does not pay for an output warpgroup serving two chains. The default takes it from
-gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~70 µs more host time
-(bench/gpu/gdn_graphed.py, 06:50 UTC: 453 against 383 µs a call at T=256).
+gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~40 µs more host time
+(bench/gpu/gdn_graphed.py, 08:15 UTC: 234 against 197 µs a call at T=256; 453 against 383 at
+06:50, before the launch path's attribute reads and allocations were cut).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from ._gluon import (
     warpgroup_mma_wait,
 )
 
-from .gdn import _tma_ok, sm_major
+from .gdn import _box_ok, _tma_ok, sm_major
 
 BT = gl.constexpr(64)  # chunk length (gdn.CHUNK)
 
@@ -279,9 +280,12 @@ def supports_scan_ws(q, k, chunks, state, bv: int) -> str | None:
     if sm_major(q.device) != 9:
         return "the warp-specialised scan targets sm_90 (wgmma + TMA)"
     for name, x, cols in tiles:
-        if not _tma_ok(x, cols):
+        if not (_tma_ok(x, cols) if name in ("q", "k") else _box_ok(x, cols)):
             return f"{name} cannot be read as one TMA tensor with [64, {cols}] boxes (see gdn._tma_ok)"
     return None
+
+
+_P_STAND_IN: dict = {}
 
 
 def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, bv: int, stages: int | None = None) -> None:
@@ -299,8 +303,15 @@ def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, 
     def desc(x, rows, cols, box):
         return TensorDescriptor(x, [rows, cols], [x.stride(0), 1], box, shared_layout(tuple(box), q.dtype))
 
-    # pscan: no P tensor; a [64, 64] stand-in keeps the signature (the kernel never loads it)
-    p = torch.empty((64, 64), dtype=q.dtype, device=q.device) if pscan else chunks["p"]
+    # pscan: no P tensor; a [64, 64] stand-in keeps the signature (the kernel never loads it), one per
+    # device and dtype rather than an allocation a call
+    if pscan:
+        key = (q.device, q.dtype)
+        if key not in _P_STAND_IN:
+            _P_STAND_IN[key] = torch.empty((64, 64), dtype=q.dtype, device=q.device)
+        p = _P_STAND_IN[key]
+    else:
+        p = chunks["p"]
     descs = (desc(chunks["w"], T, HV * K, [64, K]), desc(chunks["u"], T, HV * V, [64, bv]),
              desc(q, T, HK * K, [64, K]), desc(k, T, HK * K, [64, K]),
              desc(p, p.shape[0], p.numel() // p.shape[0], [64, 64]))
