@@ -278,7 +278,7 @@ def _qk_norm_rope_rows_kernel(
 #   token            one program a token, q heads then k heads (the previous default)
 # A persistent rows kernel (C programs an SM, the next block's loads issued before this block's
 # stores) was slower in every case of that sweep (35.9-200 us) and was removed. So was (sweep of
-# 2026-11-23 08:13 UTC) a loop kernel taking R head rows one at a time as [D] vectors with the
+# 2026-11-23 07:57 UTC) a loop kernel taking R head rows one at a time as [D] vectors with the
 # weights and their partners loaded once a program (ncu had the rows kernel at 72% issue
 # utilisation: with w and its partners re-read for every row from L1 it issues six loads an
 # element): 16/2x256 T=4096 34.0-41.3 us against rows8w4's 32.5 (a copy of the same bytes 30.0),

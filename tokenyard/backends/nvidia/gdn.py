@@ -351,7 +351,7 @@ def _unit_lower_inverse(a, PREC: tl.constexpr):
     Also on a batch [NB, 16, 16] of such blocks (one batched dot per product). PREC, the products'
     input_precision: "ieee" (fp32 FMA: operands broadcast through shared memory, ~770 FFMA and ~290
     LDS a thread for the [4, 16, 16] batch at 4 warps) or "tf32x3" (three tf32 mma.sync a product,
-    fp32-level error; the "nilt" prepare's: H100, out/p2 A/B of 2026-11-23 07:25 UTC, prepare alone
+    fp32-level error; the "nilt" prepare's: H100, out/p2 A/B of 2026-11-23 07:20 UTC, prepare alone
     graphed T=8K 187 against 204 µs, T=32K 694 against 758, 8x4096 701 against 781, output error
     against the fp32 reference the same, 5.5e-3 in bf16)."""
     BC: tl.constexpr = a.shape[-1]
@@ -906,7 +906,7 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | No
     # (481 against 284 at 06:40), and at T=8K the Gluon path was the slower (06:20 sweep: 594 µs
     # against 480, host-bound), so this threshold stood at 16K for a while. With _tma_ok reading each
     # tensor attribute once, the own-output checks reduced to _box_ok, one allocation for the row
-    # vectors and a cached P stand-in: 234 against 197 µs a call (08:15 UTC), the 8K threshold not
+    # vectors and a cached P stand-in: 234 against 197 µs a call (07:59 UTC), the 8K threshold not
     # re-timed
     gluon = tokens is None or tokens >= GLUON_SCAN_MIN_TOKENS
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,

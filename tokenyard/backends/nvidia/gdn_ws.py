@@ -20,18 +20,18 @@ output products, the output store and the loads of the row vectors.
 H100 (bench/gpu/sweep_gdn.py, FLA in the same run; the figures and the probe that shaped the
 producer are in gdn.extend_config's docstring): T=32K 1547–1568 µs against the Triton scan's
 1776–1829 (FLA 2386), 8x4096 1440–1454 against 1608–1617 (FLA 2430). The ncu source view of
-2026-11-23 07:05 UTC (T=8K) had the chain waiting on its next stage 43% of its time: the output
+2026-11-23 07:09 UTC (T=8K) had the chain waiting on its next stage 43% of its time: the output
 warpgroup freed a stage only after its last product, and the producer stalled on the row vectors
 it had just loaded. With the stage freed after its last read, P computed before the hand-off and
 the row factors computed after the producer's wait, the scan alone went 194 → 181 µs at T=8K and
 ~770 → 741 at T=32K (graphed), and ncu puts it at 83% of L2 bandwidth (each of a head's V-block
 CTAs reads the same q, k and W tiles; Gluon 3.6 has no TMA multicast to share them). A pair CTA
 that read them once for two V halves (one chain warpgroup each, one output warpgroup computing P
-once for both, 16 warps at 152 registers) was exact and slower (H100, graphed, 07:53 UTC: T=8K
+once for both, 16 warps at 152 registers) was exact and slower (H100, graphed, 07:46 UTC: T=8K
 440 against 364 µs, T=32K 1690 against 1406, 8x4096 1383 against 1363; not kept): halving the
 L2 reads does not pay for an output warpgroup serving two chains. The default takes it from
 gdn.GLUON_SCAN_MIN_TOKENS tokens a call: its launch costs ~40 µs more host time
-(bench/gpu/gdn_graphed.py, 08:15 UTC: 234 against 197 µs a call at T=256; 453 against 383 at
+(bench/gpu/gdn_graphed.py, 07:59 UTC: 234 against 197 µs a call at T=256; 453 against 383 at
 06:50, before the launch path's attribute reads and allocations were cut).
 """
 
@@ -293,7 +293,7 @@ def scan_ws(q, k, chunks, state, cu_seqlens, read_slots, write_slots, o, scale, 
     Three fit shared memory at BV 32 (193 KB with P computed here; 234 KB of the 227 at BV 64): they
     were worth 3% while the output warpgroup held its stage to the end (T=8K 392 against 403 µs
     graphed), nothing since it frees the stage after its last read (385 against 384; T=32K 1493
-    against 1479: H100, out/p2 A/B of 2026-11-23 07:25 UTC)."""
+    against 1479: H100, out/p2 A/B of 2026-11-23 07:20 UTC)."""
     T, HK, K = q.shape
     HV, V = o.shape[1], o.shape[2]
     B = cu_seqlens.shape[0] - 1
