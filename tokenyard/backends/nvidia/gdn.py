@@ -906,8 +906,12 @@ def extend_config(batch: int, heads: int, v: int, k: int = 128, tokens: int | No
     # (481 against 284 at 06:40), and at T=8K the Gluon path was the slower (06:20 sweep: 594 µs
     # against 480, host-bound), so this threshold stood at 16K for a while. With _tma_ok reading each
     # tensor attribute once, the own-output checks reduced to _box_ok, one allocation for the row
-    # vectors and a cached P stand-in: 234 against 197 µs a call (07:59 UTC), the 8K threshold not
-    # re-timed
+    # vectors and a cached P stand-in: 234 against 197 µs a call (07:59 UTC). Re-timed at 08:07 UTC
+    # (one sequence, eager / graphed µs, Triton scan against Gluon scan): T=864 166 / 56 against
+    # 232 / 49, 2K 212 / 125 against 256 / 104, 4K 240 / 229 against 413 / 193, 6K 348 / 333 against
+    # 287 / 280, 8K 443 / 431 against 374 / 366. The Gluon scan is ahead on GPU time at every size,
+    # but below ~6K tokens a call is host-bound and its launch costs ~40 µs more, so the threshold
+    # stays (at 4K the two are even once launches overlap the GPU's work: ~229 against ~234)
     gluon = tokens is None or tokens >= GLUON_SCAN_MIN_TOKENS
     return ((min(v, 32) if batch * heads < 256 else min(v, 64)), 4, 32, 4, "nilt", None, 2,
             {"pmaxnreg": 128, "pinv": "reg", "pgrid": "hv", "sws": gluon, "pscan": gluon})
