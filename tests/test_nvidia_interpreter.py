@@ -88,19 +88,13 @@ def test_kernel_matches_reference_under_interpreter(results, index):
 
 
 # Launch variants in elementwise.py that the registered defaults don't take: qk_norm_rope's rows
-# and split kernels at other shapes (head rows flattened, q and k blocks in one grid; partial and
-# full rotary, both styles, row blocks that straddle tokens) and its previous token kernel.
+# kernel at other shapes (head rows flattened, q and k blocks in one grid; partial and full rotary,
+# both styles, row blocks that straddle tokens) and its previous token kernel.
 VARIANT_CASES = [
     ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="neox", offset=1.0), dict(variant="rows4w2")),
     ("qk_norm_rope", dict(T=3, Hq=4, Hk=2, D=32, rot=16, style="gptj"), dict(variant="rows8w4e")),
     ("qk_norm_rope", dict(T=2, Hq=2, Hk=1, D=32, rot=32, style="neox", offset=1.0), dict(variant="rows2w1")),
     ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=48, rot=16, style="gptj", offset=1.0), dict(variant="token")),
-    # the rows kernel where the default split kernel would take the shape, and the split kernel at
-    # other row blocks, a rotary part that is not a power of two (the rows kernel then) and full rotary
-    ("qk_norm_rope", dict(T=7, Hq=4, Hk=2, D=64, rot=16, style="neox", offset=1.0), dict(variant="rows8w4")),
-    ("qk_norm_rope", dict(T=5, Hq=3, Hk=1, D=64, rot=32, style="gptj"), dict(variant="split4w2")),
-    ("qk_norm_rope", dict(T=3, Hq=5, Hk=1, D=48, rot=16, style="neox", offset=1.0), dict(variant="split16w4")),
-    ("qk_norm_rope", dict(T=3, Hq=2, Hk=1, D=32, rot=24, style="neox"), dict(variant="split8w4")),
 ]
 
 # CHILD, with qk_norm_rope's variants reachable through its keyword arguments

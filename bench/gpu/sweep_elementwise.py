@@ -7,8 +7,8 @@ For each case and variant: fresh random bf16 inputs (tests/gpu/cases.py), a chec
 reference backend in fp32 (cases.check: poisoned outputs, relative L2 error), then
 triton.testing.do_bench median (L2 flushed between calls, un-graphed, as bench/gpu_ops.py times
 these ops). Rates are bytes read + written over the 2 GiB device-copy ceiling measured in the same
-run. Variants: elementwise.QK_VARIANTS (the first, split8w4, is the registered default; rows8w4
-and "token" the previous ones). kv_cache_write: the registered kernel only (the 02:09 UTC sweep timed it at 1-16
+run. Variants: elementwise.QK_VARIANTS (the first, rows8w4, is the registered default; "token"
+the previous one). kv_cache_write: the registered kernel only (the 02:09 UTC sweep timed it at 1-16
 tokens a program and 1-8 warps, and with k and v in separate programs: 15.4-16.3 µs against 15.5,
 above a copy of the same bytes, 16.6). Each case also times a plain device copy of the same bytes
 ("copy(same B)"): the copy rate at this size under do_bench's L2 flush. A variant that fails to

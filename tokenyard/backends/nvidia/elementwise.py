@@ -251,6 +251,15 @@ def _norm_rope_rows(
     w, wp = _rows_weights(w_ptr, D, offset, ROT, NEOX, BLOCK_R, BLOCK_D)
     x, xp, cos, sin = _rows_load(x_ptr, pos_ptr, cs_ptr, r0, R, H, D, stride_t, stride_h, stride_cs,
                                  ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
+    # In place, so every read of the block must precede any write: Triton picks the tile's layout,
+    # and where it spreads a row over several warps (unvectorised, e.g. offline without the
+    # divisibility hints: [1, 1] a thread, 4 warps across 256 columns) or repeats rows in several
+    # warps (tiles smaller than the program's threads), one warp could write a row before another
+    # has read its rotary partners. Found with a split variant of this kernel whose [8, 64] rotary
+    # tile did split rows across warps: one failure in the GPU tests (H100, 08:24 UTC), none with
+    # this barrier in 2 reruns. Cost here: rows8w4 at 16/2x256 T=4096 32.8 us against 32.5-33.3
+    # without it (sweeps of 08:14-08:33 UTC).
+    tl.debug_barrier()
     _rows_store(x_ptr, x, xp, cos, sin, w, wp, r0, R, H, D, stride_t, stride_h, eps, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
 
 
@@ -269,78 +278,9 @@ def _qk_norm_rope_rows_kernel(
                         stride_cs, eps, offset, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
 
 
-# Split variant (partial rotary only): the row read once as [BLOCK_R, BLOCK_D] for its norm and its
-# pass-through columns, the rotary columns again as their own [BLOCK_R, ROT] tile (L1 hits) with
-# their partners, weights and cos/sin at that width: about 14 memory instructions a thread for a
-# block of 8 rows of 256 against the rows kernel's 19, most of whose rotary loads are predicated
-# off past ROT. In place without a race: the two stores touch disjoint columns, and a row (with
-# its partners) lies in one warp, as in the rows kernel.
-
-
-@triton.jit
-def _norm_rope_split(
-    x_ptr, w_ptr, pos_ptr, cs_ptr, r0, R, H, D, stride_t, stride_h, stride_cs, eps, offset,
-    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
-):
-    rmask, t, off = _rows_addr(r0, R, H, stride_t, stride_h, BLOCK_R)
-    d = tl.arange(0, BLOCK_D)
-    mask = rmask[:, None] & (d < D)[None, :]
-    base = x_ptr + off[:, None]
-    x = tl.load(base + d[None, :], mask=mask, other=0.0)
-    xf = x.to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(xf * xf, axis=1) / D + eps)
-    zr = tl.zeros([BLOCK_R, 1], dtype=tl.int32)
-    w = tl.load(w_ptr + zr + d[None, :], mask=(d < D)[None, :], other=0.0).to(tl.float32) + offset
-    pmask = mask & (d >= ROT)[None, :]
-    if EVICT:
-        tl.store(base + d[None, :], (xf * w * rstd[:, None]).to(x.dtype), mask=pmask, eviction_policy="evict_first")
-    else:
-        tl.store(base + d[None, :], (xf * w * rstd[:, None]).to(x.dtype), mask=pmask)
-    e = tl.arange(0, ROT)
-    partner, idx, sign = _rope_pairs(e, ROT, NEOX)
-    rm = rmask[:, None] & (e < ROT)[None, :]
-    xr = tl.load(base + e[None, :], mask=rm, other=0.0)
-    xp = tl.load(base + partner[None, :], mask=rm, other=0.0).to(tl.float32)
-    wr = tl.load(w_ptr + zr + e[None, :]).to(tl.float32) + offset
-    wp = tl.load(w_ptr + zr + partner[None, :]).to(tl.float32) + offset
-    cs_row = cs_ptr + tl.load(pos_ptr + t, mask=rmask, other=0).to(tl.int64)[:, None] * stride_cs
-    cos = tl.load(cs_row + idx[None, :], mask=rm, other=1.0)
-    sin = tl.load(cs_row + ROT // 2 + idx[None, :], mask=rm, other=0.0)
-    out = (xr.to(tl.float32) * wr * cos + (sign[None, :] * sin) * (xp * wp)) * rstd[:, None]
-    if EVICT:
-        tl.store(base + e[None, :], out.to(x.dtype), mask=rm, eviction_policy="evict_first")
-    else:
-        tl.store(base + e[None, :], out.to(x.dtype), mask=rm)
-
-
-@triton.jit
-def _qk_norm_rope_split_kernel(
-    q_ptr, k_ptr, qw_ptr, kw_ptr, pos_ptr, cs_ptr, RQ, RK, HQ, HK, D, NQB,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs, eps, offset,
-    ROT: tl.constexpr, NEOX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, EVICT: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    if pid < NQB:
-        _norm_rope_split(q_ptr, qw_ptr, pos_ptr, cs_ptr, pid * BLOCK_R, RQ, HQ, D, stride_qt, stride_qh, stride_cs,
-                         eps, offset, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-    else:
-        _norm_rope_split(k_ptr, kw_ptr, pos_ptr, cs_ptr, (pid - NQB) * BLOCK_R, RK, HK, D, stride_kt, stride_kh,
-                         stride_cs, eps, offset, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
-
-
 # Launch variants reachable by name (bench/gpu/sweep_elementwise.py times them):
-#   split{R}w{W}[e]  the split kernel, R head rows a program, W warps, e = evict-first stores, where the rotary part is a
-#                    power of two narrower than the head (elsewhere rows{R}w{W}); split8w4 is the
-#                    default: bench/gpu/sweep_elementwise.py on the H100, 2026-11-23 08:14 UTC,
-#                    16/2x256 rot64 T=4096 31.0 us = 81.0% of the copy ceiling against rows8w4's
-#                    32.5 (77.4%; split4w2 31.0, split16w4 31.9; a copy of the same bytes 29.9);
-#                    32/8x128 rot128 T=16384 the rows kernel either way (125.8 against 126.0).
-#                    Again at 08:18: 31.0 and 31.4 us (81.2 / 80.2%) against rows8w4's 33.3 and a
-#                    copy of the same bytes at 30.9 (81.3%); split4w2 32.0-32.6, split16w8 32.4,
-#                    split8w4e 32.2, split8w2 51.8. bench/gpu_ops.py at 08:17: 31.9 us (78.8%, 97.5%
-#                    of the same-size copy). At the copy's own rate for these bytes, on the bar.
 #   rows{R}w{W}[e]   the rows kernel, R head rows a program, W warps, e = evict-first loads/stores;
-#                    rows8w4 was the default before split8w4: bench/gpu/sweep_elementwise.py on the H100,
+#                    rows8w4 is the default: bench/gpu/sweep_elementwise.py on the H100,
 #                    2026-11-23 02:09 UTC, 16/2x256 rot64 T=4096 32.7 us (token 38.4, a copy
 #                    of the same 75 MB 31.5), T=16384 115.1 (token 134.5);
 #                    32/8x128 rot128 T=4096 36.4 (38.2), T=16384 125.7 (131.4)
@@ -353,9 +293,11 @@ def _qk_norm_rope_split_kernel(
 # element): 16/2x256 T=4096 34.0-41.3 us against rows8w4's 32.5 (a copy of the same bytes 30.0),
 # 32/8x128 T=16384 146.8-192.0 against 126.2; and a probe with the positions gather removed
 # (cos/sin rows indexed by the token) was no faster (34.0 against 32.7 us), so the dependent
-# pos -> cos/sin load is not what holds it.
-QK_VARIANTS = ("split8w4", "rows8w4", "token", "rows2w1", "rows4w2", "rows8w2", "rows16w8", "rows4w4", "rows8w8",
-               "rows8w4e", "split16w4", "split4w2", "split8w4e")
+# pos -> cos/sin load is not what holds it. Nor (08:14-08:33 UTC) a split kernel reading the row
+# once for its norm and pass-through columns and the rotary columns again as their own [R, ROT]
+# tile (about 14 memory instructions a thread against 19): 31.0-31.9 us without the barrier its
+# in-place update needs (see _norm_rope_rows; it raced), 32.4 with it, against rows8w4's 32.8.
+QK_VARIANTS = ("rows8w4", "token", "rows2w1", "rows4w2", "rows8w2", "rows16w8", "rows4w4", "rows8w8", "rows8w4e")
 
 
 def _parse_rows(variant: str) -> tuple[int, int, bool]:
@@ -364,7 +306,7 @@ def _parse_rows(variant: str) -> tuple[int, int, bool]:
 
 
 def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, weight_offset=0.0, num_warps=None,
-                 variant="split8w4"):
+                 variant="rows8w4"):
     T, HQ, D = q.shape
     HK = k.shape[1]
     if q.stride(-1) != 1 or k.stride(-1) != 1:
@@ -373,17 +315,6 @@ def qk_norm_rope(*, q, k, q_w, k_w, eps, positions, cos_sin, rotary_dim, style, 
     block_d = triton.next_power_of_2(D)
     if T == 0:
         return q, k
-    if variant.startswith("split") and rotary_dim < D and rotary_dim == triton.next_power_of_2(rotary_dim):
-        block_r, warps, evict = _parse_rows("rows" + variant[5:])
-        nqb = triton.cdiv(T * HQ, block_r)
-        _qk_norm_rope_split_kernel[(nqb + triton.cdiv(T * HK, block_r),)](
-            q, k, q_w, k_w, positions, cs, T * HQ, T * HK, HQ, HK, D, nqb,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), cs.stride(0), eps, weight_offset,
-            ROT=rotary_dim, NEOX=style == "neox", BLOCK_R=block_r, BLOCK_D=block_d, EVICT=evict,
-            num_warps=num_warps or warps)
-        return q, k
-    if variant.startswith("split"):  # full (or odd) rotary: nothing to split, the rows kernel
-        variant = "rows" + variant[5:]
     if variant.startswith("rows"):
         block_r, warps, evict = _parse_rows(variant)
         nqb = triton.cdiv(T * HQ, block_r)
