@@ -256,9 +256,9 @@ def _norm_rope_rows(
     # divisibility hints: [1, 1] a thread, 4 warps across 256 columns) or repeats rows in several
     # warps (tiles smaller than the program's threads), one warp could write a row before another
     # has read its rotary partners. Found with a split variant of this kernel whose [8, 64] rotary
-    # tile did split rows across warps: one failure in the GPU tests (H100, 08:24 UTC), none with
+    # tile did split rows across warps: one failure in the GPU tests (H100, 08:20 UTC), none with
     # this barrier in 2 reruns. Cost here: rows8w4 at 16/2x256 T=4096 32.8 us against 32.5-33.3
-    # without it (sweeps of 08:14-08:33 UTC).
+    # without it (sweeps of 08:14-08:24 UTC).
     tl.debug_barrier()
     _rows_store(x_ptr, x, xp, cos, sin, w, wp, r0, R, H, D, stride_t, stride_h, eps, ROT, NEOX, BLOCK_R, BLOCK_D, EVICT)
 
@@ -293,7 +293,7 @@ def _qk_norm_rope_rows_kernel(
 # element): 16/2x256 T=4096 34.0-41.3 us against rows8w4's 32.5 (a copy of the same bytes 30.0),
 # 32/8x128 T=16384 146.8-192.0 against 126.2; and a probe with the positions gather removed
 # (cos/sin rows indexed by the token) was no faster (34.0 against 32.7 us), so the dependent
-# pos -> cos/sin load is not what holds it. Nor (08:14-08:33 UTC) a split kernel reading the row
+# pos -> cos/sin load is not what holds it. Nor (08:14-08:24 UTC) a split kernel reading the row
 # once for its norm and pass-through columns and the rotary columns again as their own [R, ROT]
 # tile (about 14 memory instructions a thread against 19): 31.0-31.9 us without the barrier its
 # in-place update needs (see _norm_rope_rows; it raced), 32.4 with it, against rows8w4's 32.8.
