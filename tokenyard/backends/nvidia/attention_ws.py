@@ -210,7 +210,8 @@ def _add(a, b):
 
 @gluon.jit
 def _find_block_gl(cu_ptr, B, pid, BLOCK: gl.constexpr, BLOCK_B: gl.constexpr):
-    """attention.py's _find_block in Gluon: flat block id -> (sequence, block within it, valid)."""
+    """gdn._find_block (which attention.py's kernel uses) in Gluon: flat block id -> (sequence, block
+    within it, valid). Written again because a Gluon kernel cannot call a Triton function."""
     layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
     i = gl.arange(0, BLOCK_B, layout=layout)
     starts = gl.load(cu_ptr + i, mask=i < B, other=0)

@@ -957,28 +957,31 @@ def sm_major(device: torch.device) -> int:
     return _SM_MAJOR[key]
 
 
+def _box_fits(width: int, element_size: int, box_cols: int) -> bool:
+    """A [64, box_cols] TMA box over rows of width elements: 16..256 elements of ≥ 16 bytes, within
+    the row, int32 extents."""
+    return (box_cols * element_size) % 16 == 0 and 1 <= box_cols <= min(256, width) and width < 2**31
+
+
 def _tma_ok(x: torch.Tensor, box_cols: int) -> bool:
     """Whether x [T, H, D] can be read as one [T, H·D] TMA tensor with [64, box_cols] boxes: heads
-    and rows dense in the last two dims, 16-byte aligned base and row stride, int32 extents, boxes
-    of 16..256 elements × ≥ 16 bytes, and a Hopper-class device (or the CPU interpreter). Each
-    tensor attribute is read once: a gdn_extend call asks this for several tensors, and on the
-    H100's host the attribute reads were most of its ~3 µs (cProfile, 2026-11-23)."""
+    and rows dense in the last two dims, 16-byte aligned base and row stride, int32 extents, a box
+    that fits (_box_fits), and a Hopper-class device (or the CPU interpreter). Each tensor attribute
+    is read once: a gdn_extend call asks this for several tensors, and on the H100's host the
+    attribute reads were most of its ~3 µs (cProfile, 2026-11-23)."""
     shape, st = x.shape, x.stride()
-    if len(shape) != 3 or st[2] != 1 or st[1] != shape[2] or shape[0] == 0:
+    if len(shape) != 3 or st[2] != 1 or st[1] != shape[2] or not 0 < shape[0] < 2**31:
         return False
-    es, width = x.element_size(), shape[1] * shape[2]
-    if (box_cols * es) % 16 or not 1 <= box_cols <= min(256, width) or (st[0] * es) % 16 or x.data_ptr() % 16:
-        return False
-    if shape[0] >= 2**31 or width >= 2**31:
+    es = x.element_size()
+    if not _box_fits(shape[1] * shape[2], es, box_cols) or (st[0] * es) % 16 or x.data_ptr() % 16:
         return False
     return not x.is_cuda or sm_major(x.device) >= 9
 
 
 def _box_ok(x: torch.Tensor, box_cols: int) -> bool:
     """_tma_ok for prepare()'s own outputs (W, U, P: dense [T, H, D] allocations on q's device, so
-    TMA-readable wherever q is): only the box width is left to check."""
-    width = x.shape[1] * x.shape[2]
-    return (box_cols * x.element_size()) % 16 == 0 and 1 <= box_cols <= min(256, width) and width < 2**31
+    TMA-readable wherever q is): only the box is left to check."""
+    return _box_fits(x.shape[1] * x.shape[2], x.element_size(), box_cols)
 
 
 def _warp_specialised_scan(q, k, chunks, state, bv: int):
